@@ -1,0 +1,379 @@
+"""Activations: the built-in library, user expressions, and the DKS/TAT ``Transform``.
+
+Every built-in is defined once, as a sympy expression in ``x`` (Piecewise/Max for kinks);
+numpy and mpmath callables for any derivative order are derived from it.
+A transformed activation is ``phi_hat(x) = gamma * (phi(alpha * x + beta) + delta)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+
+import mpmath as mp
+import numpy as np
+import sympy as sp
+
+from kernelshape.expressions import parse_expression
+from kernelshape.symbolic import (
+    PiecewiseInfo,
+    Sigmoid,
+    Softplus,
+    X,
+    analyze,
+    evaluate_pieces,
+    piece_function,
+    stabilize,
+)
+
+SELU_SCALE = sp.Float("1.0507009873554804934193349852946", 40)
+SELU_ALPHA = sp.Float("1.6732632423543772848170429916717", 40)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Constants of ``gamma * (phi(alpha*x + beta) + delta)`` (dks parameter names)."""
+
+    input_scale: float = 1.0
+    input_shift: float = 0.0
+    output_shift: float = 0.0
+    output_scale: float = 1.0
+    negative_slope: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise TypeError(f"Transform.{name} must be a real number, got {value!r}")
+            if not math.isfinite(float(value)):
+                raise ValueError(f"Transform.{name} must be finite, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    def as_dict(self) -> dict[str, float]:
+        """The dks-style parameter dict (``negative_slope`` only when set)."""
+        d = asdict(self)
+        if d["negative_slope"] is None:
+            del d["negative_slope"]
+        return d
+
+    @property
+    def is_identity(self) -> bool:
+        return (self.input_scale, self.input_shift, self.output_shift, self.output_scale) == (
+            1.0,
+            0.0,
+            0.0,
+            1.0,
+        )
+
+    def then(self, outer: Transform) -> Transform:
+        """The transform of ``outer`` applied to an activation already transformed by ``self``.
+
+        ``g2*(g1*(phi(a1*(a2*x+b2)+b1)+d1)+d2) = g1*g2*(phi(a1*a2*x + a1*b2+b1) + d1 + d2/g1)``.
+        """
+        if self.output_scale == 0.0:
+            raise ValueError("cannot compose a transform whose output_scale is 0")
+        slope = outer.negative_slope if outer.negative_slope is not None else self.negative_slope
+        return Transform(
+            input_scale=self.input_scale * outer.input_scale,
+            input_shift=self.input_scale * outer.input_shift + self.input_shift,
+            output_shift=self.output_shift + outer.output_shift / self.output_scale,
+            output_scale=self.output_scale * outer.output_scale,
+            negative_slope=slope,
+        )
+
+
+def _leaky_relu(negative_slope: float = 0.01) -> sp.Expr:
+    return sp.Piecewise((sp.Float(negative_slope, 30) * X, X < 0), (X, True))
+
+
+def _elu(alpha: float = 1.0) -> sp.Expr:
+    return sp.Piecewise((sp.Float(alpha, 30) * (sp.exp(X) - 1), X < 0), (X, True))
+
+
+_BUILTINS: dict[str, tuple[Callable[..., sp.Expr], str]] = {
+    "identity": (lambda: X, "x"),
+    "relu": (lambda: sp.Piecewise((0, X < 0), (X, True)), "max(x, 0)"),
+    "leaky_relu": (_leaky_relu, "x if x >= 0 else negative_slope * x"),
+    "abs": (lambda: sp.Piecewise((-X, X < 0), (X, True)), "|x|"),
+    "step": (lambda: sp.Piecewise((0, X < 0), (1, True)), "1 if x >= 0 else 0"),
+    "sign": (lambda: sp.Piecewise((-1, X < 0), (1, True)), "sign(x)"),
+    "tanh": (lambda: sp.tanh(X), "tanh(x)"),
+    "sigmoid": (lambda: Sigmoid(X), "1 / (1 + exp(-x))"),
+    "erf": (lambda: sp.erf(X), "erf(x)"),
+    "softplus": (lambda: Softplus(X), "log(1 + exp(x))"),
+    "elu": (_elu, "x if x >= 0 else alpha * (exp(x) - 1)"),
+    "selu": (lambda: SELU_SCALE * _elu_expr(SELU_ALPHA), "scale * elu(x, alpha), dks constants"),
+    "swish": (lambda: X * Sigmoid(X), "x * sigmoid(x)"),
+    "gelu": (
+        lambda: X / 2 * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (X + sp.Float("0.044715", 30) * X**3))),
+        "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
+    ),
+    "gelu_exact": (lambda: X / 2 * (1 + sp.erf(X / sp.sqrt(2))), "x * Phi(x)"),
+    "mish": (lambda: X * sp.tanh(Softplus(X)), "x * tanh(softplus(x))"),
+    "bentid": (lambda: (sp.sqrt(X**2 + 1) - 1) / 2 + X, "(sqrt(x^2 + 1) - 1) / 2 + x"),
+    "atan": (lambda: sp.atan(X), "arctan(x)"),
+    "asinh": (lambda: sp.asinh(X), "arcsinh(x)"),
+    "softsign": (
+        lambda: sp.Piecewise((X / (1 - X), X < 0), (X / (1 + X), True)),
+        "x / (1 + |x|)",
+    ),
+    "square": (lambda: X**2, "x^2"),
+    "sin": (lambda: sp.sin(X), "sin(x)"),
+    "cos": (lambda: sp.cos(X), "cos(x)"),
+    "gaussian": (lambda: sp.exp(-(X**2) / 2), "exp(-x^2 / 2)"),
+    "exp": (lambda: sp.exp(X), "exp(x)"),
+}
+_ALIASES = {"silu": "swish", "linear": "identity", "lrelu": "leaky_relu", "arctan": "atan"}
+_DEFAULT_PARAMS = {"leaky_relu": {"negative_slope": 0.01}, "elu": {"alpha": 1.0}}
+
+
+def _elu_expr(alpha: sp.Expr) -> sp.Expr:
+    return sp.Piecewise((alpha * (sp.exp(X) - 1), X < 0), (X, True))
+
+
+def list_activations() -> list[str]:
+    """Names of the built-in activations (aliases not included)."""
+    return sorted(_BUILTINS)
+
+
+def builtin_formula(name: str) -> str:
+    """Human-readable formula of a built-in activation."""
+    return _BUILTINS[_ALIASES.get(name, name)][1]
+
+
+class Activation:
+    """An activation phi (built-in or parsed expression) with an optional Transform.
+
+    Calling it evaluates ``gamma * (phi(alpha*x + beta) + delta)`` elementwise (numpy).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        expr: sp.Expr,
+        params: Mapping[str, float] | None = None,
+        transform: Transform | None = None,
+        builtin: bool = False,
+        _info: PiecewiseInfo | None = None,
+    ) -> None:
+        self.name = name
+        self.expr = expr
+        self.params = dict(params or {})
+        self.transform = transform or Transform()
+        self.builtin = builtin
+        self._info = _info
+
+    # --- identity -------------------------------------------------------------------------
+    def _key(self) -> tuple:
+        return (self.name, tuple(sorted(self.params.items())), self.transform)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Activation) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        params = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        t = "" if self.transform.is_identity else f", transform={self.transform}"
+        return f"Activation({self.name!r}{params}{t})"
+
+    # --- structure ------------------------------------------------------------------------
+    @property
+    def info(self) -> PiecewiseInfo:
+        """Smooth pieces, kinks and regularity of the *base* activation."""
+        if self._info is None:
+            self._info = analyze(self.expr)
+        return self._info
+
+    @property
+    def kinks(self) -> tuple[float, ...]:
+        """Kinks of the base activation, in its own input coordinate."""
+        return self.info.kinks
+
+    @property
+    def smooth_order(self) -> int:
+        """How many derivatives are ordinary functions (no Dirac terms)."""
+        return self.info.smooth_order
+
+    @property
+    def base(self) -> Activation:
+        """The untransformed activation."""
+        return Activation(self.name, self.expr, self.params, None, self.builtin, self._info)
+
+    def transformed(self, t: Transform | Mapping[str, float]) -> Activation:
+        """The activation ``gamma * (self(alpha*x + beta) + delta)`` (transforms compose)."""
+        if isinstance(t, Mapping):
+            t = Transform(**t)
+        if t.negative_slope is not None:
+            if self.name != "leaky_relu":
+                raise ValueError(
+                    f"negative_slope applies only to leaky_relu, not to {self.name!r}"
+                )
+            base = activation("leaky_relu", negative_slope=t.negative_slope)
+            t = replace(t, negative_slope=None)
+            combined = self.transform.then(t) if not self.transform.is_identity else t
+            combined = replace(combined, negative_slope=base.params["negative_slope"])
+            return Activation(base.name, base.expr, base.params, combined, True, base._info)
+        combined = self.transform.then(t) if not self.transform.is_identity else t
+        combined = replace(combined, negative_slope=self.transform.negative_slope)
+        return Activation(self.name, self.expr, self.params, combined, self.builtin, self._info)
+
+    # --- evaluation -----------------------------------------------------------------------
+    def base_derivative(self, x: np.ndarray, order: int = 0) -> np.ndarray:
+        """``order``-th derivative (almost everywhere) of the base activation."""
+        return evaluate_pieces(self.info, x, order)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.derivative(x, 0)
+
+    def derivative(self, x: np.ndarray, order: int = 1) -> np.ndarray:
+        """``order``-th derivative (a.e.) of the transformed activation:
+        ``gamma * alpha**order * phi^(order)(alpha*x + beta)`` (+ gamma*delta for order 0)."""
+        if not isinstance(order, int | np.integer) or order < 0:
+            raise ValueError(f"derivative order must be a nonnegative integer, got {order!r}")
+        t = self.transform
+        x = np.asarray(x, dtype=float)
+        y = self.base_derivative(t.input_scale * x + t.input_shift, int(order))
+        if order == 0:
+            return t.output_scale * (y + t.output_shift)
+        return t.output_scale * t.input_scale**order * y
+
+    def mp_piece_functions(self, order: int = 0) -> list[tuple[float, float, Callable]]:
+        """(lo, hi, mpmath callable) per smooth piece of the base activation's derivative."""
+        return [(p.lo, p.hi, piece_function(p.expr, order, "mpmath")) for p in self.info.pieces]
+
+    def mp_base(self, x: mp.mpf, order: int = 0) -> mp.mpf:
+        """Base activation (or derivative) at one mpmath point."""
+        for lo, hi, fn in self.mp_piece_functions(order):
+            if (x >= lo or lo == -math.inf) and x < hi:
+                return fn(x)
+        return self.mp_piece_functions(order)[-1][2](x)
+
+    @cached_property
+    def formula(self) -> str:
+        """Readable formula of the transformed activation."""
+        base = builtin_formula(self.name) if self.builtin else self.name
+        if self.transform.is_identity:
+            return f"phi(x) = {base}"
+        t = self.transform
+        return (
+            f"phi_hat(x) = {t.output_scale!r} * (phi({t.input_scale!r} * x + {t.input_shift!r})"
+            f" + {t.output_shift!r}),  phi(x) = {base}"
+        )
+
+    # --- serialization --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d: dict = {"activation": self.name, "params": dict(self.params)}
+        d["transform"] = self.transform.as_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Activation:
+        act = activation(d["activation"], **d.get("params", {}))
+        t = d.get("transform")
+        return act.transformed(Transform(**t)) if t else act
+
+
+def _check_params(name: str, params: Mapping[str, float]) -> dict[str, float]:
+    allowed = _DEFAULT_PARAMS.get(name, {})
+    unknown = set(params) - set(allowed)
+    if unknown:
+        what = ", ".join(sorted(allowed)) or "none"
+        raise ValueError(
+            f"activation {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
+            f"its parameters: {what}"
+        )
+    merged = {**allowed, **params}
+    for key, value in merged.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+            raise ValueError(f"parameter {key} of {name!r} must be a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"parameter {key} of {name!r} must be finite, got {value!r}")
+        merged[key] = float(value)
+    return merged
+
+
+_CACHE: dict[tuple, Activation] = {}
+
+
+def activation(spec: str | Activation | Callable, **params: float) -> Activation:
+    """Get an activation: a built-in name, an expression in ``x``, or an Activation.
+
+    Python callables are wrapped by :func:`kernelshape.callables.from_callable`.
+    """
+    if isinstance(spec, Activation):
+        if params:
+            raise ValueError("parameters cannot be given together with an Activation object")
+        return spec
+    if callable(spec) and not isinstance(spec, str):
+        from kernelshape.callables import from_callable
+
+        return from_callable(spec, **params)
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"activation must be a name, an expression string or a callable, got {spec!r}"
+        )
+    name = _ALIASES.get(spec.strip(), spec.strip())
+    key = (name, tuple(sorted(params.items())))
+    if key in _CACHE:
+        return _CACHE[key]
+    if name in _BUILTINS:
+        merged = _check_params(name, params)
+        act = Activation(name, _BUILTINS[name][0](**merged), merged, builtin=True)
+    else:
+        if params:
+            raise ValueError(
+                f"{spec!r} is not a built-in activation, so it takes no parameters "
+                f"(built-ins: {', '.join(list_activations())})"
+            )
+        if spec.isidentifier() and spec != "x":
+            raise ValueError(
+                f"unknown activation {spec!r}; built-ins: {', '.join(list_activations())}; "
+                "or give an expression in x such as 'x*tanh(softplus(x))'"
+            )
+        expr = stabilize(parse_expression(spec))
+        act = Activation(_normalized_text(spec), expr)
+    _validate(act, spec)
+    _CACHE[key] = act
+    return act
+
+
+def _normalized_text(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _validate(act: Activation, spec: str) -> None:
+    """Reject activations that are complex, undefined or whose E[phi(z)^2] diverges."""
+    try:
+        info = act.info
+    except ValueError as exc:
+        raise ValueError(f"activation {spec!r}: {exc}") from None
+    grid = np.linspace(-12.0, 12.0, 481)
+    with np.errstate(all="ignore"):
+        values = act.base_derivative(grid)
+    if not np.all(np.isfinite(values)):
+        bad = grid[~np.isfinite(values)][0]
+        raise ValueError(
+            f"activation {spec!r} is not finite and real for every real x (e.g. at x={bad:g}); "
+            "activations must be real-valued on the whole real line"
+        )
+    with mp.workdps(30):
+        growth = []
+        for z in (20, 30, -20, -30):
+            value = act.mp_base(mp.mpf(z))
+            if isinstance(value, mp.mpc):
+                raise ValueError(f"activation {spec!r} takes complex values (at x={z})")
+            magnitude = abs(value)
+            growth.append(-math.inf if magnitude == 0 else float(2 * mp.log(magnitude) - z * z / 2))
+    for g20, g30 in ((growth[0], growth[1]), (growth[2], growth[3])):
+        if g30 > -60.0 or (g30 > g20 and g30 > -200.0):
+            raise ValueError(
+                f"activation {spec!r} grows too fast: its Gaussian second moment E[phi(z)^2] "
+                "diverges (or is not reliably finite); activations must satisfy "
+                "phi(x)^2 * exp(-x^2/2) -> 0 quickly, e.g. grow at most like exp(x^2/8)"
+            )
+    del info

@@ -1,0 +1,288 @@
+"""``Network``: the validated graph of a description, its kernel maps and subnetwork functions.
+
+One ``Network`` drives everything downstream: the kernel maps (``cmap``, ``qmap``, per-node
+``kernel_states``), the solvers (``subnet_max``, ``max_slope``, ``max_curvature``) and the
+trainer (``nodes``: topologically ordered, each with its layer, parents, shape and weight
+sharing).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kernelshape.topology.build import expand
+from kernelshape.topology.combinators import Description
+from kernelshape.topology.graph import INPUT_ID, Node
+from kernelshape.topology.layers import Nonlinearity, Shape
+from kernelshape.topology.state import KernelState
+from kernelshape.topology.subnetworks import SubnetFunctions, Subnetwork
+from kernelshape.topology.validation import validate
+
+if TYPE_CHECKING:
+    from kernelshape.activations import Activation, Transform
+
+SubnetMaxFn = Callable[[float, Callable[[float], float]], float]
+MAX_ORDER = 2
+
+
+def network(body: Description, input_shape: Shape | int, *, name: str | None = None,
+            spec: str | None = None) -> Network:
+    """Build and validate the network ``body`` applied to inputs of shape ``input_shape``.
+
+    ``input_shape`` excludes the batch axis, channels last (e.g. ``(784,)`` or ``(32, 32, 3)``);
+    ``spec`` is the SPEC string that rebuilds it, if any (presets set it).
+    """
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    nodes, outputs = expand(body, shape)
+    return Network(nodes, outputs, name=name, spec=spec)
+
+
+class Network:
+    """A validated network description (immutable).
+
+    ``nodes`` are in topological order, ``nodes[0]`` is the input node ``"input"``.
+    """
+
+    def __init__(self, nodes: Sequence[Node], outputs: Sequence[str], *, name: str | None = None,
+                 spec: str | None = None, subnet_max_override: SubnetMaxFn | None = None) -> None:
+        self._nodes = tuple(validate(nodes, outputs))
+        self._by_id = {node.id: node for node in self._nodes}
+        self._outputs = tuple(outputs)
+        self.name = name
+        self.spec = spec
+        self._override = subnet_max_override
+
+    # --- structure ------------------------------------------------------------------------
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """All nodes, parents before children; ``nodes[0]`` is the input."""
+        return self._nodes
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self._outputs
+
+    @property
+    def input_shape(self) -> Shape:
+        return self._nodes[0].shape
+
+    def node(self, node_id: str) -> Node:
+        try:
+            return self._by_id[node_id]
+        except KeyError:
+            raise ValueError(f"no node {node_id!r} in the network") from None
+
+    def children(self, node_id: str) -> tuple[str, ...]:
+        """Ids of the nodes that take ``node_id``'s output as an input."""
+        self.node(node_id)
+        return tuple(n.id for n in self._nodes if node_id in n.parents)
+
+    @property
+    def nonlinear_nodes(self) -> tuple[Node, ...]:
+        return tuple(n for n in self._nodes if isinstance(n.layer, Nonlinearity))
+
+    @cached_property
+    def activations(self) -> dict[str, Activation]:
+        """Activation key -> the (untransformed) activation of the layers with that key."""
+        return {n.layer.activation_key: n.layer.resolve()  # type: ignore[attr-defined]
+                for n in self.nonlinear_nodes}
+
+    @property
+    def activation_keys(self) -> tuple[str, ...]:
+        """The solver slots, in order of first use."""
+        return tuple(self.activations)
+
+    def summary(self) -> str:
+        """One line per node: id, layer, output shape, parents (and weight sharing)."""
+        rows = [(n.id, n.layer.describe(), "x".join(map(str, n.shape)), ", ".join(n.parents)
+                 + (f"  [shares {n.share}]" if n.share else "")) for n in self._nodes]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        head = f"{self.name or 'network'}: {len(self._nodes)} nodes, outputs {list(self.outputs)}"
+        return "\n".join([head] + [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  <- {d}"
+                                   for a, b, c, d in rows])
+
+    def __repr__(self) -> str:
+        what = self.spec or self.name or "network"
+        return (f"Network({what!r}, {len(self._nodes)} nodes, "
+                f"{len(self.nonlinear_nodes)} nonlinear layers, outputs={list(self.outputs)})")
+
+    # --- kernel maps ----------------------------------------------------------------------
+    def transformed_activations(self,
+                                transforms: Mapping[str, Any] | None) -> dict[str, Activation]:
+        """Activation key -> activation with ``transforms[key]`` applied (Transform or dict)."""
+        acts = dict(self.activations)
+        for key, transform in (transforms or {}).items():
+            if key not in acts:
+                raise ValueError(f"transforms has key {key!r}, but the network's activation keys "
+                                 f"are {list(acts)}")
+            acts[key] = acts[key].transformed(transform)
+        return acts
+
+    def kernel_states(self, c: Any = 0.0, q1: Any = 1.0, q2: Any = 1.0, *,
+                      transforms: Mapping[str, Transform] | None = None,
+                      order: int = 0) -> dict[str, KernelState]:
+        """``KernelState`` of every node for a network input pair ``(q1, q2, c)``.
+
+        ``c_jet`` holds ``d^k c / d c_in^k`` for ``k = 1..order`` (chain rule through every layer).
+        """
+        _check_order(order)
+        c = np.asarray(c, dtype=float)
+        one = np.ones_like(c)
+        start = KernelState(np.asarray(q1, dtype=float), np.asarray(q2, dtype=float), c,
+                            (one, 0.0 * one)[:order])
+        return self._propagate(start, transforms, None)
+
+    def cmap(self, c: Any, q1: Any = 1.0, q2: Any = 1.0, *,
+             transforms: Mapping[str, Transform] | None = None, order: int = 0,
+             node: str | None = None) -> np.ndarray | float:
+        """``d^order/dc^order`` of the network C map ``C_f(c; q1, q2)`` (vectorized over c).
+
+        ``node`` selects the node whose map is returned (default: the network output);
+        ``transforms`` maps activation keys to Transforms (e.g. a solver's solution).
+        """
+        _check_order(order)
+        target = self._target(node)
+        c = np.asarray(c, dtype=float)
+        one = np.ones_like(c)
+        start = KernelState(np.asarray(q1, dtype=float), np.asarray(q2, dtype=float), c,
+                            (one, 0.0 * one)[:order])
+        state = self._propagate(start, transforms, target)[target]
+        return _plain(state.c_jet[order - 1] if order else state.c)
+
+    def qmap(self, q: Any, *, transforms: Mapping[str, Transform] | None = None,
+             order: int = 0, node: str | None = None) -> np.ndarray | float:
+        """``d^order/dq^order`` of the network Q map ``Q_f(q)`` (vectorized over q)."""
+        _check_order(order)
+        target = self._target(node)
+        q = np.asarray(q, dtype=float)
+        one = np.ones_like(q)
+        start = KernelState(q, q, None, (), (one, 0.0 * one)[:order])
+        state = self._propagate(start, transforms, target)[target]
+        return _plain(state.q_jet[order - 1] if order else state.q1)
+
+    def _target(self, node: str | None) -> str:
+        if node is not None:
+            return self.node(node).id
+        if len(self._outputs) > 1:
+            raise ValueError(f"the network has several outputs {list(self._outputs)}; pass "
+                             "node=... to choose one")
+        return self._outputs[0]
+
+    def _propagate(self, start: KernelState, transforms: Mapping[str, Transform] | None,
+                   target: str | None) -> dict[str, KernelState]:
+        """Run every layer's ``kernel_fn`` in order; keep all states or only ``target``'s."""
+        acts = self.transformed_activations(transforms)
+        remaining = {node.id: 0 for node in self._nodes}
+        for node in self._nodes:
+            for parent in node.parents:
+                remaining[parent] += 1
+        states: dict[str, KernelState] = {INPUT_ID: start}
+        for node in self._nodes[1:]:
+            inputs = [states[p] for p in node.parents]
+            states[node.id] = node.layer.kernel_fn(inputs, acts)
+            if target is not None:
+                for parent in node.parents:
+                    remaining[parent] -= 1
+                    if remaining[parent] == 0 and parent != target:
+                        del states[parent]
+            if node.id == target:
+                return {target: states[target]}
+        return states if target is None else {target: states[target]}
+
+    # --- subnetworks ----------------------------------------------------------------------
+    @cached_property
+    def _subnet(self) -> SubnetFunctions:
+        return SubnetFunctions(self._nodes, self._outputs)
+
+    def subnetworks(self) -> tuple[Subnetwork, ...]:
+        """The subnetworks that ``subnet_max`` maximizes over (see docs/topology.md)."""
+        return self._subnet.subnetworks
+
+    def subnet_values(self, x: Any, r: Callable) -> dict[str, np.ndarray | float]:
+        """Label -> value of each subnetwork's C-map program started at ``x`` with local map r."""
+        x = _input(x)
+        values = self._subnet.values(x, r)
+        return {sub.label: _plain(v) for sub, v in zip(self._subnet.subnetworks, values,
+                                                      strict=True)}
+
+    def subnet_max(self, x: Any, r: Callable) -> np.ndarray | float:
+        """``M_{f,r}(x)``: max over subnetworks of the C-map program from x with every nonlinear
+        layer replaced by r (r must accept arrays when x is an array)."""
+        if self._override is not None:
+            return _elementwise(lambda v: self._override(v, r), x)  # type: ignore[misc]
+        return _plain(self._subnet.subnet_max(_input(x), r))
+
+    def max_slope(self, xi: Any) -> np.ndarray | float:
+        """Maximal slope function ``mu(xi) = M_{f, y -> xi*y}(1)`` (vectorized over xi)."""
+        if self._override is not None:
+            return _elementwise(lambda v: self._override(1.0, lambda y: v * y), xi)  # type: ignore[misc]
+        return _plain(self._subnet.max_slope(xi))
+
+    def max_curvature(self, tau: Any) -> np.ndarray | float:
+        """Maximal curvature function ``M_{f, y -> y + tau}(0)`` (vectorized over tau)."""
+        if self._override is not None:
+            return _elementwise(lambda v: self._override(0.0, lambda y: y + v), tau)  # type: ignore[misc]
+        return _plain(self._subnet.max_curvature(tau))
+
+    def with_subnet_max(self, subnet_max: SubnetMaxFn | None) -> Network:
+        """A copy whose ``subnet_max`` (and so ``max_slope``, ``max_curvature``) is the given
+        hand-written ``subnet_max(x, r)`` (dks convention); ``None`` restores the derived one."""
+        return Network(self._nodes, self._outputs, name=self.name, spec=self.spec,
+                       subnet_max_override=subnet_max)
+
+    @property
+    def has_subnet_max_override(self) -> bool:
+        return self._override is not None
+
+    # --- serialization --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description (see ``kernelshape.topology.serialization``)."""
+        from kernelshape.topology.serialization import network_to_dict
+
+        if self._override is not None:
+            warnings.warn("the user-supplied subnet_max override is Python code and is not saved "
+                          "with the network description", UserWarning, stacklevel=2)
+        return network_to_dict(self)
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> Network:
+        from kernelshape.topology.serialization import network_from_dict
+
+        return network_from_dict(data)
+
+    def to_json(self, indent: int | None = 1) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str) -> None:
+        """Write the JSON description to ``path``."""
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json() + "\n")
+
+
+def _check_order(order: int) -> None:
+    if isinstance(order, bool) or order not in range(MAX_ORDER + 1):
+        raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
+
+
+def _input(x: Any) -> np.ndarray | float:
+    x = np.asarray(x, dtype=float)
+    return float(x) if x.ndim == 0 else x
+
+
+def _plain(value: Any) -> np.ndarray | float:
+    """0-d arrays become floats; arrays stay arrays."""
+    value = np.asarray(value, dtype=float)
+    return float(value) if value.ndim == 0 else value
+
+
+def _elementwise(fn: Callable[[float], float], x: Any) -> np.ndarray | float:
+    x = np.asarray(x, dtype=float)
+    values = np.array([float(fn(float(v))) for v in x.ravel()]).reshape(x.shape)
+    return _plain(values)

@@ -1,0 +1,83 @@
+"""Glue to the topology DSL and the solver (imported lazily: the trainer works without them).
+
+`plan_from_nodes` walks the network's node list, so the trained model is the described one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from kernelshape.train.plan import Act, Dense, Plan
+
+_SKIPPED = ("Input", "Flatten")   # the trainer flattens inputs itself
+
+
+def plan_from_nodes(nodes: Sequence[Any], description: dict[str, Any], spec: str = "") -> Plan:
+    """A Plan from topology nodes (in order): a chain of Dense / Nonlinearity layers.
+
+    Input and a Flatten are skipped; any branch, sum, conv or norm layer is refused with the
+    node it found, since the NumPy backend trains chains only.
+    """
+    layers: list[Dense | Act] = []
+    previous: str | None = None
+    for node in nodes:
+        kind = node.layer.type_name
+        if previous is not None and tuple(node.parents) != (previous,):
+            raise ValueError(f"the NumPy backend trains chains; node {node.id!r} has parents "
+                             f"{list(node.parents)}")
+        previous = node.id
+        if kind in _SKIPPED:
+            continue
+        if getattr(node, "share", None) is not None:
+            raise ValueError(f"node {node.id!r} shares weights; the NumPy backend does not")
+        if kind == "Dense":
+            layers.append(Dense(node.id, int(node.layer.width)))
+        elif kind == "Nonlinearity":
+            act = node.layer.activation
+            name = act if isinstance(act, str) else act.name
+            params = () if isinstance(act, str) else tuple(sorted(act.params.items()))
+            layers.append(Act(node.id, name, params, node.layer.activation_key))
+        else:
+            raise ValueError(f"the NumPy backend supports Dense and Nonlinearity layers; node "
+                             f"{node.id!r} is a {kind}")
+    if not layers or not isinstance(layers[-1], Dense):
+        raise ValueError("the network must end with a Dense readout")
+    return Plan(tuple(layers), description, spec)
+
+
+def plan_from_network(net: Any) -> Plan:
+    """Plan of a topology network (its `nodes` and its `to_dict()` description)."""
+    spec = getattr(net, "spec", "")
+    return plan_from_nodes(net.nodes, net.to_dict(), spec if isinstance(spec, str) else "")
+
+
+def network_hash(net: Any) -> str:
+    """The constants document's network.hash of this network's description."""
+    from kernelshape.constants import network_hash as hash_description
+
+    return hash_description(net.to_dict())
+
+
+def parse_network(spec: str) -> Any:
+    """A topology network from a SPEC string or a saved network JSON path."""
+    try:
+        from kernelshape.topology import from_spec
+    except ImportError as e:
+        raise ValueError(f"cannot build {spec!r}: kernelshape.topology.from_spec is not "
+                         "available; pass a Plan or a network object") from e
+    return from_spec(spec)
+
+
+def solve_document(net: Any, method: str, options: dict[str, float]) -> dict[str, Any]:
+    """Shape `net` with `kernelshape.solve.shape` and return its constants document."""
+    from kernelshape.constants import load_constants
+    from kernelshape.solve import shape
+
+    sol = shape(net, method=method, **options)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "constants.json")
+        sol.save(path)
+        return dict(load_constants(path))
