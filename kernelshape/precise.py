@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cache
 
 import mpmath as mp
 import numpy as np
 
+from mpmath.calculus.quadrature import GaussLegendre
+
 from kernelshape.activations import Activation
+from kernelshape.quadrature import FEATURE_RANGE, Scaled, _envelope_range, _outer_breaks
 from kernelshape.symbolic import density_weight, q_derivative_weight
 
 GUARD_DIGITS = 10
@@ -69,7 +73,38 @@ def _expect_1d(fn: Callable, kinks: list[mp.mpf]) -> mp.mpf:
     return _integrate(lambda z: fn(z) * _pdf(z), kinks)
 
 
-def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int) -> mp.mpf:
+@cache
+def _gauss_legendre(dps: int) -> tuple[list[mp.mpf], list[mp.mpf]]:
+    """Gauss–Legendre nodes/weights on [-1/2, 1/2] with enough nodes for ``dps`` digits."""
+    degree = 4 if dps <= 24 else 5 if dps <= 60 else 6  # 24, 48, 96 nodes
+    with mp.workdps(dps):
+        rule = GaussLegendre(mp.mp).calc_nodes(degree, mp.mp.prec)
+        return [x / 2 for x, _ in rule], [w / 2 for _, w in rule]
+
+
+def _panels(breaks: list[mp.mpf], fn: Callable, dps: int) -> mp.mpf:
+    xs, ws = _gauss_legendre(dps)
+    total = mp.mpf(0)
+    for lo, hi in zip(breaks[:-1], breaks[1:], strict=True):
+        width = hi - lo
+        if width <= 0:
+            continue
+        mid = (lo + hi) / 2
+        total += width * mp.fsum(w * fn(mid + width * x) for x, w in zip(xs, ws, strict=True))
+    return total
+
+
+def _merge(float_breaks: np.ndarray, exact: list[mp.mpf], lo: mp.mpf, hi: mp.mpf) -> list:
+    """Panel ends: float grid points (any placement is fine) plus exact kink positions."""
+    exact = [k for k in exact if lo < k < hi]
+    points = [mp.mpf(float(b)) for b in float_breaks if lo < b < hi]
+    points = [p for p in points if all(abs(p - k) > 1e-9 for k in exact)]
+    return [lo, *sorted(points + exact), hi]
+
+
+def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps: int) -> mp.mpf:
+    """d^order K/dc^order at one c: fixed Gauss–Legendre panels (the float64 route's panel
+    layout) in both variables, with every kink placed exactly at working precision."""
     g1, g2 = _ScaledMP(act, q1), _ScaledMP(act, q2)
     direct = min(order, act.smooth_order)
     extra = order - direct
@@ -86,20 +121,33 @@ def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int) -> m
         return _expect_1d(lambda z: g1(z, direct) * g2(sign * z, direct), kinks)
     s = mp.sqrt((1 - c) * (1 + c))
     weight = density_weight(extra, "mpmath") if extra else None
+    f1, f2 = Scaled.of(act, float(q1)), Scaled.of(act, float(q2))
+    drop = (dps + GUARD_DIGITS) * math.log(10.0)
+    lo, hi = _envelope_range([f1], power=2, drop=drop)
+    lo2, hi2 = _envelope_range([f2], power=2, drop=drop)
+    t_max = mp.mpf(max(-lo2, hi2))
     kinks2 = g2.kinks_z()
+    outer_exact = list(g1.kinks_z()) + ([k / c for k in kinks2] if c != 0 else [])
+    outer = _merge(_outer_breaks(f1, f2, float(c), float(s), lo, hi), outer_exact,
+                   mp.mpf(lo), mp.mpf(hi))
+    t_grid = np.arange(-float(t_max), float(t_max) + 0.5, 1.0)
 
     def inner(z1: mp.mpf) -> mp.mpf:
-        points = sorted((k - c * z1) / s for k in kinks2)
+        exact = [(k - c * z1) / s for k in kinks2]
+        grid = t_grid
+        if abs(f2.a) * float(s) > 1.0:
+            xs = np.arange(-FEATURE_RANGE, FEATURE_RANGE + 0.5, 1.0)
+            grid = np.concatenate([grid, ((xs - f2.b) / f2.a - float(c * z1)) / float(s)])
+        breaks = _merge(np.unique(grid), exact, -t_max, t_max)
 
         def integrand(t: mp.mpf) -> mp.mpf:
             z2 = c * z1 + s * t
             value = g2(z2, direct) * _pdf(t)
             return value * weight(z1, z2, c) if weight else value
 
-        return _integrate(integrand, points)
+        return _panels(breaks, integrand, dps + GUARD_DIGITS)
 
-    outer_points = sorted(set(g1.kinks_z()) | {k / c for k in kinks2} if c != 0 else g1.kinks_z())
-    return _expect_1d(lambda z1: g1(z1, direct) * inner(z1), outer_points)
+    return _panels(outer, lambda z1: g1(z1, direct) * _pdf(z1) * inner(z1), dps + GUARD_DIGITS)
 
 
 def _vectorize(values, fn: Callable):
@@ -144,7 +192,7 @@ def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
             cv = mp.mpf(ci)
             if abs(cv) > 1:
                 raise ValueError(f"c values must lie in [-1, 1], got {ci!r}")
-            value = _kernel(act, mq1, mq2, cv, order) / norm
+            value = _kernel(act, mq1, mq2, cv, order, dps) / norm
         return +value
 
     return _vectorize(c, one)

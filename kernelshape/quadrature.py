@@ -75,7 +75,9 @@ class Scaled:
         return (xs - self.b) / self.a
 
 
-def _envelope_range(fns: list[Scaled], power: int) -> tuple[float, float]:
+def _envelope_range(
+    fns: list[Scaled], power: int, drop: float = ENVELOPE_DROP
+) -> tuple[float, float]:
     """z-interval outside which prod |g_i(z)|^power * pdf(z) is negligible."""
     z = np.linspace(-60.0, 60.0, 961)
     with np.errstate(all="ignore"):
@@ -91,14 +93,15 @@ def _envelope_range(fns: list[Scaled], power: int) -> tuple[float, float]:
     if not finite.any():
         return -MIN_HALF_WIDTH, MIN_HALF_WIDTH
     peak = log_env[finite].max()
-    keep = z[log_env > peak - ENVELOPE_DROP]
+    keep = z[log_env > peak - drop]
     lo, hi = keep.min() - 1.0, keep.max() + 1.0
     if lo <= -59.0 or hi >= 59.0:
         raise ValueError(
             "the Gaussian integrand does not decay within |z| < 60: the activation grows too "
             "fast for this transform / q (its Gaussian second moment may diverge)"
         )
-    return min(lo, -MIN_HALF_WIDTH), max(hi, MIN_HALF_WIDTH)
+    floor = max(MIN_HALF_WIDTH, math.sqrt(2.0 * drop) + 1.0)
+    return min(lo, -floor), max(hi, floor)
 
 
 def panel_rule(breaks: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

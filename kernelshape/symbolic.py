@@ -198,7 +198,7 @@ def _regularity(pieces: list[Piece], kinks: tuple[float, ...]) -> tuple[int, dic
 def _lambdified(expr: sp.Expr, order: int, backend: str) -> Callable:
     derivative = sp.diff(expr, X, order) if order else expr
     modules = NUMPY_MODULES if backend == "numpy" else MPMATH_MODULES
-    return sp.lambdify(X, derivative, modules=modules)
+    return sp.lambdify(X, derivative, modules=modules, cse=True)
 
 
 def piece_function(expr: sp.Expr, order: int = 0, backend: str = "numpy") -> Callable:

@@ -80,7 +80,7 @@ class Sum:
         object.__setattr__(self, "name", name)
 
 
-def Residual(branch: Description, *, shortcut_weight: float,  # noqa: N802 (reads as a layer)
+def Residual(branch: Description, *, shortcut_weight: float,
              shortcut: Description | None = None, name: str | None = None) -> Description:
     """``sqrt(1 - w^2) * branch(x) + w * shortcut(x)`` (identity shortcut by default).
 

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from kernelshape.train.optim import (
 )
 from kernelshape.train.plan import Act, Dense, Plan
 from kernelshape.train.shaping import METHODS, Shaping, resolve_network, resolve_shaping
+
+RELU_LIKE = nb.RELU_LIKE
 
 CONFIG, METRICS, POINTER = "config.json", "metrics.jsonl", "checkpoint.json"
 
@@ -68,10 +70,9 @@ def _write_json(path: str, obj: Any) -> None:
     _atomic_write(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True))
 
 
-def _save_checkpoint(out: str, step: int, params: nb.Params, opt_state: Any) -> None:
+def _save_checkpoint(out: str, step: int, arrays: dict[str, np.ndarray]) -> None:
     """npz first, then the pointer json (the commit), then remove older npz files."""
     name = f"ckpt-{step:08d}.npz"
-    arrays = {**flatten_state(params, "p"), **flatten_state(opt_state, "s")}
     _atomic_write(os.path.join(out, name), lambda f: np.savez(f, **arrays), mode="wb")
     _write_json(os.path.join(out, POINTER), {"step": step, "file": name})
     for old in os.listdir(out):
@@ -102,7 +103,29 @@ class Progress:
             sys.stderr.write("\n")
 
 
-# --------------------------------------------------------------------------- the run
+# --------------------------------------------------------------------------- backends
+
+class Backend(Protocol):
+    """What the run loop needs from a backend; `state` is opaque to the loop.
+
+    `step` returns (loss, accuracy, new state, "") or, when the loss or a gradient is not
+    finite, (loss, accuracy, None, where) *before* updating anything.
+    """
+
+    n_train: int
+
+    def init(self) -> Any: ...
+
+    def step(self, state: Any, step: int, idx: np.ndarray) -> tuple[float, float, Any, str]: ...
+
+    def evaluate(self, state: Any) -> tuple[float, float]: ...
+
+    def to_arrays(self, state: Any) -> dict[str, np.ndarray]: ...
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any: ...
+
+    def params(self, state: Any) -> Any: ...
+
 
 @dataclass
 class _Run:
@@ -115,19 +138,30 @@ class _Run:
     y_test: np.ndarray
 
 
-def _prepare_inputs(data: Dataset, method: str, dtype: np.dtype) -> tuple[np.ndarray, ...]:
-    """Flatten features; PLN (homogeneous coordinate 1) for shaped nets, else standardize."""
+def _prepare_inputs(data: Dataset, method: str, dtype: np.dtype,
+                    spatial: tuple[int, ...] | None = None) -> tuple[np.ndarray, ...]:
+    """Flatten features (or, for convnets, reshape to (N, *spatial, channels)); PLN
+    (homogeneous coordinate 1 per location) for shaped nets, else per-feature standardization."""
     xtr = data.x_train.reshape(len(data.x_train), -1)
     xte = data.x_test.reshape(len(data.x_test), -1)
     if method in ("dks", "tat"):
+        if spatial is not None:
+            xtr = xtr.reshape(len(xtr), *spatial, -1)
+            xte = xte.reshape(len(xte), *spatial, -1)
         xtr, xte = per_location_normalization(xtr), per_location_normalization(xte)
     else:
         xtr, xte = standardize(xtr, xte)
+        if spatial is not None:
+            xtr = xtr.reshape(len(xtr), *spatial, -1)
+            xte = xte.reshape(len(xte), *spatial, -1)
     return xtr.astype(dtype), xte.astype(dtype)
 
 
 def _build(config: dict[str, Any], data: Dataset | None = None) -> _Run:
     plan = Plan.from_dict(config["plan"])
+    if plan.has_spatial:
+        raise ValueError("the NumPy backend trains MLPs (Dense and activation layers); this "
+                         "plan has Conv / pooling layers: use backend='jax'")
     dtype = np.dtype(config["dtype"])
     data = load_data(config["data"]) if data is None else data
     xtr, xte = _prepare_inputs(data, config["method"], dtype)
@@ -139,29 +173,6 @@ def _build(config: dict[str, Any], data: Dataset | None = None) -> _Run:
         raise ValueError(f"batch_size {config['batch_size']} exceeds the {len(xtr)} training "
                          "examples")
     return _Run(config, model, opt, xtr, data.y_train, xte, data.y_test)
-
-
-def _init_params(run: _Run) -> nb.Params:
-    shaping = Shaping.from_dict(run.config["shaping"])
-    rng = np.random.default_rng([run.config["seed"], 0])
-    return nb.init_params(run.model, rng, shaping.init, shaping.weight_variance,
-                          shaping.bias_variance)
-
-
-def _evaluate(run: _Run, params: nb.Params) -> tuple[float, float]:
-    logits, _ = nb.forward(run.model, params, run.x_test)
-    loss, acc, _, _ = nb.softmax_xent(logits, run.y_test)
-    return loss, acc
-
-
-def _batch(run: _Run, step: int, perm_cache: dict[int, np.ndarray]) -> np.ndarray:
-    n, bs, seed = len(run.x_train), run.config["batch_size"], run.config["seed"]
-    per_epoch = n // bs
-    epoch, k = divmod(step, per_epoch)
-    if epoch not in perm_cache:
-        perm_cache.clear()
-        perm_cache[epoch] = np.random.default_rng([seed, 1, epoch]).permutation(n)
-    return perm_cache[epoch][k * bs:(k + 1) * bs]
 
 
 def _curvature(run: _Run, params: nb.Params, cache: list[np.ndarray], probs: np.ndarray,
@@ -177,74 +188,144 @@ def _curvature(run: _Run, params: nb.Params, cache: list[np.ndarray], probs: np.
     return list(zip(inputs, outs, strict=True))
 
 
+class NumpyBackend:
+    """Manual backprop on (W, b) lists; state = (params, optimizer state)."""
+
+    def __init__(self, config: dict[str, Any], data: Dataset | None = None) -> None:
+        self.run = _build(config, data)
+        self.n_train = len(self.run.x_train)
+
+    def init(self) -> tuple[nb.Params, Any]:
+        params = self._init_params()
+        return params, self.run.optimizer.init(params)
+
+    def _init_params(self) -> nb.Params:
+        cfg = self.run.config
+        shaping = Shaping.from_dict(cfg["shaping"])
+        rng = np.random.default_rng([cfg["seed"], 0])
+        return nb.init_params(self.run.model, rng, shaping.init, shaping.weight_variance,
+                              shaping.bias_variance)
+
+    def step(self, state: tuple[nb.Params, Any], step: int, idx: np.ndarray
+             ) -> tuple[float, float, Any, str]:
+        run, (params, opt_state) = self.run, state
+        with np.errstate(over="ignore", invalid="ignore"):   # non-finite: reported below
+            logits, cache = nb.forward(run.model, params, run.x_train[idx])
+            loss, acc, dlogits, probs = nb.softmax_xent(logits, run.y_train[idx])
+            grads = None
+            if np.isfinite(loss):
+                grads, _ = nb.backward(run.model, params, cache, dlogits)
+        if grads is None or not all(np.isfinite(g).all() for pair in grads for g in pair):
+            return loss, acc, None, nb.nonfinite_report(run.model, params, cache, logits, grads)
+        every = run.optimizer.curvature_every
+        curv = (_curvature(run, params, cache, probs, step)
+                if every and step % every == 0 else None)
+        updates, new_opt = run.optimizer.update(grads, opt_state, params, curv)
+        return loss, acc, (apply_updates(params, updates), new_opt), ""
+
+    def evaluate(self, state: tuple[nb.Params, Any]) -> tuple[float, float]:
+        logits, _ = nb.forward(self.run.model, state[0], self.run.x_test)
+        loss, acc, _, _ = nb.softmax_xent(logits, self.run.y_test)
+        return loss, acc
+
+    def to_arrays(self, state: tuple[nb.Params, Any]) -> dict[str, np.ndarray]:
+        return {**flatten_state(state[0], "p"), **flatten_state(state[1], "s")}
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> tuple[nb.Params, Any]:
+        template = self._init_params()
+        params = unflatten_state(template, arrays, "p")
+        return params, unflatten_state(self.run.optimizer.init(template), arrays, "s")
+
+    def params(self, state: tuple[nb.Params, Any]) -> nb.Params:
+        return state[0]
+
+
+def _backend(config: dict[str, Any], data: Dataset | None) -> Backend:
+    name = config.get("backend", "numpy")
+    if name == "numpy":
+        return NumpyBackend(config, data)
+    if name == "jax":
+        try:
+            from kernelshape.train.jax_trainer import JaxBackend
+        except ImportError as e:
+            raise ModuleNotFoundError(f"backend='jax' needs the optional packages jax and optax "
+                                      f"(pip install 'kernelshape[jax]'): {e}") from e
+        return JaxBackend(config, data)
+    raise ValueError(f"unknown backend {name!r}; use 'numpy' or 'jax'")
+
+
+# --------------------------------------------------------------------------- the run
+
+def _batch(config: dict[str, Any], n: int, step: int, perm_cache: dict[int, np.ndarray]
+           ) -> np.ndarray:
+    bs, seed = config["batch_size"], config["seed"]
+    per_epoch = n // bs
+    epoch, k = divmod(step, per_epoch)
+    if epoch not in perm_cache:
+        perm_cache.clear()
+        perm_cache[epoch] = np.random.default_rng([seed, 1, epoch]).permutation(n)
+    return perm_cache[epoch][k * bs:(k + 1) * bs]
+
+
 def _append(path: str | None, record: dict[str, Any]) -> None:
     if path is not None:
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 
-def _loop(run: _Run, params: nb.Params, opt_state: Any, start: int, out: str | None,
+def _loop(backend: Backend, config: dict[str, Any], state: Any, start: int, out: str | None,
           progress: bool | None, callback: Callable[[int, dict[str, Any]], None] | None
           ) -> TrainResult:
-    cfg = run.config
+    cfg = config
     steps, log_every, ckpt_every = cfg["steps"], cfg["log_every"], cfg["checkpoint_every"]
     eval_every = cfg["eval_every"]
     metrics = None if out is None else os.path.join(out, METRICS)
     bar = Progress(steps, sys.stderr.isatty() if progress is None else progress)
     history: list[dict[str, Any]] = []
     perm_cache: dict[int, np.ndarray] = {}
-    state = (start, params, opt_state)       # replaced in one assignment per step
+    current = (start, state)        # replaced in one assignment per step
     t0, done0 = time.perf_counter(), start
     last_ckpt = start
     try:
-        while state[0] < steps:
-            step, params, opt_state = state
-            idx = _batch(run, step, perm_cache)
-            with np.errstate(over="ignore", invalid="ignore"):   # non-finite: reported below
-                logits, cache = nb.forward(run.model, params, run.x_train[idx])
-                loss, acc, dlogits, probs = nb.softmax_xent(logits, run.y_train[idx])
-                grads = None
-                if np.isfinite(loss):
-                    grads, _ = nb.backward(run.model, params, cache, dlogits)
-            if grads is None or not all(np.isfinite(g).all() for pair in grads for g in pair):
-                where = nb.nonfinite_report(run.model, params, cache, logits, grads)
+        while current[0] < steps:
+            step, state = current
+            idx = _batch(cfg, backend.n_train, step, perm_cache)
+            loss, acc, new_state, where = backend.step(state, step, idx)
+            if new_state is None:
                 msg = (f"diverged at step {step}: {where}; stopped, the last good checkpoint "
                        f"(step {last_ckpt}) is kept" + (f" in {out}" if out else ""))
                 _append(metrics, {"event": "diverged", "step": step, "message": msg})
                 bar.close()
                 print(f"kernelshape train: {msg}", file=sys.stderr)
-                return TrainResult("diverged", step, msg, history, params, out)
-            every = run.optimizer.curvature_every
-            curv = (_curvature(run, params, cache, probs, step)
-                    if every and step % every == 0 else None)
-            updates, new_opt = run.optimizer.update(grads, opt_state, params, curv)
-            state = (step + 1, apply_updates(params, updates), new_opt)
+                return TrainResult("diverged", step, msg, history, backend.params(state), out)
+            current = (step + 1, new_state)
             done = step + 1
             rate = (done - done0) / max(time.perf_counter() - t0, 1e-9)
             record: dict[str, Any] = {"step": done, "loss": loss, "acc": acc}
             if eval_every and (done % eval_every == 0 or done == steps):
-                record["test_loss"], record["test_acc"] = _evaluate(run, state[1])
+                record["test_loss"], record["test_acc"] = backend.evaluate(new_state)
             if done % log_every == 0 or done == steps or "test_loss" in record:
                 record["steps_per_s"] = rate
                 history.append(record)
                 _append(metrics, record)
             bar.update(done, loss, acc, rate)
             if out is not None and (done % ckpt_every == 0 or done == steps):
-                _save_checkpoint(out, done, state[1], state[2])
+                _save_checkpoint(out, done, backend.to_arrays(new_state))
                 last_ckpt = done
             if callback is not None:
                 callback(done, record)
     except KeyboardInterrupt:
         bar.close()
         if out is not None:
-            _save_checkpoint(out, state[0], state[1], state[2])
-            _append(metrics, {"event": "interrupted", "step": state[0]})
-            print(f"kernelshape train: interrupted after step {state[0]}; checkpoint saved, "
+            _save_checkpoint(out, current[0], backend.to_arrays(current[1]))
+            _append(metrics, {"event": "interrupted", "step": current[0]})
+            print(f"kernelshape train: interrupted after step {current[0]}; checkpoint saved, "
                   f"continue with resume({out!r})", file=sys.stderr)
         raise
     bar.close()
-    test_loss, test_acc = _evaluate(run, state[1])
-    return TrainResult("completed", state[0], "ok", history, state[1], out, test_loss, test_acc)
+    test_loss, test_acc = backend.evaluate(current[1])
+    return TrainResult("completed", current[0], "ok", history, backend.params(current[1]), out,
+                       test_loss, test_acc)
 
 
 def train(net_or_spec: Any, method: str = "dks", optimizer: str = "adam",
@@ -254,37 +335,60 @@ def train(net_or_spec: Any, method: str = "dks", optimizer: str = "adam",
           checkpoint_every: int = 100, log_every: int = 10, eval_every: int = 0,
           optimizer_options: dict[str, Any] | None = None,
           method_options: dict[str, float] | None = None, progress: bool | None = None,
-          callback: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train a vanilla network (NumPy backend) with softmax cross-entropy.
+          callback: Callable[[int, dict[str, Any]], None] | None = None,
+          backend: str = "numpy", data_parallel: int | bool = False) -> TrainResult:
+    """Train a vanilla network with softmax cross-entropy (NumPy or JAX backend).
 
     net_or_spec: a topology network, a SPEC string ("mlp:depth=20,activation=tanh") or a Plan.
     method: dks | tat (shaped activations, SUO init, PLN inputs), eoc (EOC variances),
-    none (LeCun/He init), ll (looks-linear ReLU). constants: a constants document
-    (`kernelshape.constants.load_constants`); without it the network is shaped by
-    `kernelshape.solve.shape(net, method=..., **method_options)`. A document recorded for
-    another network (network.hash) or method is refused. out: run directory (config,
-    metrics.jsonl, checkpoints every `checkpoint_every` steps); `callback(step, record)`
-    runs after every step.
+    none (LeCun/He init), ll (looks-linear ReLU), resnet-bn (JAX only: the ResNet-with-BatchNorm
+    baseline of the same depth and widths, He/LeCun init, untransformed activations).
+    constants: a constants document (`kernelshape.constants.load_constants`); without it the
+    network is shaped by `kernelshape.solve.shape(net, method=..., **method_options)`. A
+    document recorded for another network (network.hash) or method is refused. out: run
+    directory (config, metrics.jsonl, checkpoints every `checkpoint_every` steps);
+    `callback(step, record)` runs after every step.
+    backend: "numpy" (MLPs) or "jax" (MLPs, convnets, resnet-bn; extra `[jax]`).
+    data_parallel (JAX): split each batch over that many devices (True: all devices).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if method not in (*METHODS, "resnet-bn"):
+        raise ValueError(f"unknown method {method!r}; choose one of {[*METHODS, 'resnet-bn']}")
+    if backend not in ("numpy", "jax"):
+        raise ValueError(f"unknown backend {backend!r}; use 'numpy' or 'jax'")
+    if method == "resnet-bn" and backend != "jax":
+        raise ValueError("the resnet-bn baseline (BatchNorm) is built by the JAX backend: "
+                         "pass backend='jax'")
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     if steps < 0 or batch_size < 1 or checkpoint_every < 1 or log_every < 1:
         raise ValueError("steps >= 0, batch_size >= 1, checkpoint_every >= 1, log_every >= 1")
+    if data_parallel and backend != "jax":
+        raise ValueError("data_parallel needs backend='jax'")
     net, plan, net_hash = resolve_network(net_or_spec)
-    shaping = resolve_shaping(net, plan, net_hash, method, constants, method_options or {})
+    if method == "resnet-bn":
+        if constants is not None:
+            raise ValueError("method 'resnet-bn' uses no constants document")
+        base = {a.activation for a in plan.layers if isinstance(a, Act)}
+        shaping = Shaping(method, "he" if base <= set(RELU_LIKE) else "lecun")
+    else:
+        shaping = resolve_shaping(net, plan, net_hash, method, constants, method_options or {})
+    options = dict(optimizer_options or {})
+    if backend == "jax" and options.get("schedule", "constant") != "constant":
+        options.setdefault("decay_steps", steps)     # fixed at the start: resume stays exact
     config = {
-        "format": "kernelshape.train.run", "backend": "numpy", "plan": plan.to_dict(),
+        "format": "kernelshape.train.run", "backend": backend, "plan": plan.to_dict(),
         "network_hash": net_hash, "method": method, "shaping": shaping.to_dict(),
-        "optimizer": optimizer, "lr": lr, "optimizer_options": optimizer_options or {},
+        "optimizer": optimizer, "lr": lr, "optimizer_options": options,
         "data": data.name if isinstance(data, Dataset) else os.fspath(data),
         "steps": steps, "seed": seed, "batch_size": batch_size, "dtype": np.dtype(dtype).name,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "eval_every": eval_every,
     }
-    run = _build(config, data if isinstance(data, Dataset) else None)
-    params = _init_params(run)
-    opt_state = run.optimizer.init(params)
+    if backend == "jax":
+        config["data_parallel"] = int(data_parallel) if not isinstance(data_parallel, bool) \
+            else (-1 if data_parallel else 0)
+    trainer = _backend(config, data if isinstance(data, Dataset) else None)
+    state = trainer.init()
+    config = getattr(trainer, "config", config)      # a backend may record resolved choices
     out_dir = None
     if out is not None:
         out_dir = os.fspath(out)
@@ -294,8 +398,8 @@ def train(net_or_spec: Any, method: str = "dks", optimizer: str = "adam",
                                   "or another directory")
         _write_json(os.path.join(out_dir, CONFIG), config)
         open(os.path.join(out_dir, METRICS), "w").close()
-        _save_checkpoint(out_dir, 0, params, opt_state)
-    return _loop(run, params, opt_state, 0, out_dir, progress, callback)
+        _save_checkpoint(out_dir, 0, trainer.to_arrays(state))
+    return _loop(trainer, config, state, 0, out_dir, progress, callback)
 
 
 def resume(out: str | os.PathLike[str], steps: int | None = None, data: Dataset | None = None,
@@ -320,16 +424,14 @@ def resume(out: str | os.PathLike[str], steps: int | None = None, data: Dataset 
         _write_json(os.path.join(out_dir, CONFIG), config)
     if data is None and config["data"].endswith(".npz") and not os.path.exists(config["data"]):
         raise FileNotFoundError(f"the run's data file {config['data']} is gone")
-    run = _build(config, data)
-    template = _init_params(run)
+    trainer = _backend(config, data)
     with np.load(os.path.join(out_dir, pointer["file"])) as z:
         arrays = dict(z)
-    params = unflatten_state(template, arrays, "p")
-    opt_state = unflatten_state(run.optimizer.init(template), arrays, "s")
+    state = trainer.from_arrays(arrays)
     start = int(pointer["step"])
     path = os.path.join(out_dir, METRICS)
     with open(path) as f:
         lines = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= start
                  and "event" not in json.loads(ln)]
     _atomic_write(path, lambda f: f.writelines(lines))
-    return _loop(run, params, opt_state, start, out_dir, progress, callback)
+    return _loop(trainer, config, state, start, out_dir, progress, callback)

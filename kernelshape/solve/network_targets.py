@@ -1,0 +1,79 @@
+"""From a network-level target to the local target every nonlinear layer must meet.
+
+All three come from the network's subnetwork maximizing function ``M_{f,r}(x)``:
+
+* DKS: ``xi`` with ``max_slope(xi) = zeta`` (``max_slope(xi) = M(1, y -> xi y)``, increasing);
+* TAT smooth: ``tau_local`` with ``max_curvature(tau_local) = tau`` (``M(0, y -> y + t)``);
+* TAT Leaky-ReLU: slope ``a`` with ``M(0, C_a) = eta``, ``C_a`` the Leaky-ReLU C map,
+  decreasing in ``a`` from ReLU (a = 0) to the identity (a = 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import brentq
+
+
+class InfeasibleError(ValueError):
+    """The requested targets cannot be met; the message names the nearest feasible value."""
+
+
+def leaky_relu_cmap(c: np.ndarray, slope: float) -> np.ndarray:
+    """``C_a(c) = c + (1-a)^2/(pi (1+a^2)) (sqrt(1-c^2) - c arccos c)`` (exact, any q)."""
+    c = np.clip(np.asarray(c, dtype=float), -1.0, 1.0)
+    k = (1.0 - slope) ** 2 / (math.pi * (1.0 + slope**2))
+    return c + k * (np.sqrt(1.0 - c * c) - c * np.arccos(c))
+
+
+def _increasing_root(fn, target: float, lo: float, start: float) -> float:
+    """Root of the increasing ``fn(v) = target`` on ``[lo, inf)``, bracketing by doubling."""
+    if fn(lo) > target:
+        raise InfeasibleError(f"the network target {target!r} is below its smallest value "
+                              f"{fn(lo)!r}")
+    hi = start
+    for _ in range(200):
+        if fn(hi) >= target:
+            break
+        hi = lo + 2.0 * (hi - lo)
+    else:
+        raise InfeasibleError(f"no local value reaches the network target {target!r}")
+    return brentq(lambda v: fn(v) - target, lo, hi, xtol=1e-16, rtol=8.9e-16, maxiter=500)
+
+
+def dks_local_slope(net, zeta: float) -> float:
+    """``xi`` such that ``net.max_slope(xi) = zeta`` (zeta > 1)."""
+    if not (isinstance(zeta, int | float) and math.isfinite(zeta)) or zeta <= 1.0:
+        raise InfeasibleError(
+            f"zeta must be a number > 1 (zeta = 1 would force every C map to be the identity, "
+            f"i.e. a linear network); got {zeta!r}; the usual choice is 1.5")
+    return _increasing_root(lambda x: float(net.max_slope(x)), zeta, 1.0, zeta)
+
+
+def tat_local_curvature(net, tau: float) -> float:
+    """``tau_local`` such that ``net.max_curvature(tau_local) = tau`` (tau > 0)."""
+    if not (isinstance(tau, int | float) and math.isfinite(tau)) or tau <= 0.0:
+        raise InfeasibleError(f"tau must be a number > 0; got {tau!r}; the usual choice is 0.3")
+    return _increasing_root(lambda t: float(net.max_curvature(t)), tau, 0.0, tau)
+
+
+def tat_leaky_slope(net, eta: float) -> tuple[float, float]:
+    """(slope a, achieved M) with ``M(0, C_a) = eta``; infeasible when ReLU cannot reach eta."""
+    if not (isinstance(eta, int | float) and math.isfinite(eta)) or not 0.0 < eta < 1.0:
+        raise InfeasibleError(f"eta must lie strictly between 0 and 1; got {eta!r}; "
+                              "the usual choice is 0.9")
+
+    def value(a: float) -> float:
+        return float(net.subnet_max(0.0, lambda c: leaky_relu_cmap(c, a)))
+
+    relu_value = value(0.0)
+    if relu_value < eta:
+        raise InfeasibleError(
+            f"eta = {eta!r} is unreachable for this network: even ReLU (negative_slope 0) "
+            f"gives a maximal C_f(0) of only {relu_value:.6g}. Use eta <= {relu_value:.6g} "
+            "or a deeper network (a plain Leaky-ReLU chain needs >= 13 layers for eta = 0.9)")
+    if relu_value == eta:
+        return 0.0, relu_value
+    slope = brentq(lambda a: value(a) - eta, 0.0, 1.0, xtol=1e-16, rtol=8.9e-16, maxiter=500)
+    return slope, value(slope)

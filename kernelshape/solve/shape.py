@@ -1,0 +1,319 @@
+"""``shape(net, method)``: per-activation transform constants for a whole network.
+
+Methods (local conditions at q = 1 on every nonlinear layer; network condition via the
+network's subnetwork maximizing function):
+
+| method | local conditions | network condition |
+|---|---|---|
+| dks | Q(1)=1, Q'(1)=t (1), C(0)=0, C'(1)=xi | max_slope(xi) = zeta |
+| dks, relu | Q(1)=1, C(0)=0, C'(1)=xi; input_shift fixed to +-1 | same |
+| dks, leaky_relu | same as dks with input_shift 0 and the slope a as unknown | same |
+| tat, smooth | Q(1)=1, Q'(1)=1, C'(1)=1, C''(1)=tau_local | max_curvature(tau_local) = tau |
+| tat, leaky_relu | gamma = sqrt(2/(1+a^2)), no shifts | max_f C_f(0) = eta |
+| eoc | sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1 at q* = sigma_w^2 Q_phi(q*) + sigma_b^2 | - |
+| none | identity transforms | - |
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+
+from kernelshape.activations import Activation, Transform
+from kernelshape.maps import qmap
+from kernelshape.quadrature import Scaled, expect_1d
+from kernelshape.solve import certificate
+from kernelshape.solve.local import LocalRoot, closest_point, solve_local
+from kernelshape.solve.network_targets import (
+    InfeasibleError,
+    dks_local_slope,
+    tat_leaky_slope,
+    tat_local_curvature,
+)
+from kernelshape.solve.solution import Solution
+
+METHODS = ("dks", "tat", "eoc", "none")
+RELU_SLOPE_THRESHOLD = 1.0 / (1.0 - 1.0 / math.pi)  # C'(1) of a centred ReLU
+FLOAT_TOLERANCE = 1e-12
+
+
+def _network(net: Any):
+    if isinstance(net, str):
+        from kernelshape.topology import parse_spec
+
+        return parse_spec(net)
+    for attr in ("activations", "max_slope"):
+        if not hasattr(net, attr):
+            raise TypeError(f"shape() needs a network description (kernelshape.nets.* or a "
+                            f"SPEC string); got {type(net).__name__}")
+    return net
+
+
+def _tolerance(route: str) -> float:
+    return FLOAT_TOLERANCE if route == "float" else 1e-20
+
+
+def _certified(act: Activation, roots: list[LocalRoot], targets: dict[str, float],
+               route: str) -> tuple[LocalRoot, dict[str, float], list[LocalRoot]]:
+    """First root (in selection order) whose independent residuals pass."""
+    for i, root in enumerate(roots):
+        res = certificate.residuals(act.transformed(root.transform), targets, route)
+        tol = max(FLOAT_TOLERANCE, _tolerance(route))
+        if all(abs(v) <= tol * max(1.0, abs(targets[k])) for k, v in res.items()):
+            return root, res, roots[:i] + roots[i + 1:]
+    raise RuntimeError(
+        f"{act.name}: the solver found {len(roots)} root(s) but none passed the independent "
+        f"{route} certificate at {FLOAT_TOLERANCE:g}; please report this activation")
+
+
+def _root_record(act: Activation, root: LocalRoot, extra: dict[str, Any]) -> dict[str, Any]:
+    record = dict(root.transform.as_dict())
+    record.update(extra)
+    return record
+
+
+def _shifted_relu_moments(alpha: float, beta: float) -> tuple[float, float, float]:
+    """(E, Var, E[step]) of relu(alpha z + beta), alpha > 0 (closed form, m = beta/alpha)."""
+    m = beta / alpha
+    pdf, cdf = math.exp(-0.5 * m * m) / math.sqrt(2 * math.pi), 0.5 * math.erfc(-m / math.sqrt(2))
+    mean = alpha * pdf + beta * cdf
+    second = (alpha**2 + beta**2) * cdf + alpha * beta * pdf
+    return mean, second - mean**2, cdf
+
+
+def _dks_relu(xi: float) -> tuple[Transform, list[str]]:
+    """ReLU: Q'(1) dropped; beta = +1 below the centred-ReLU slope 1/(1-1/pi), else -1;
+    alpha from C'(1) = alpha^2 P(alpha z + beta > 0) / Var relu(alpha z + beta) = xi."""
+    beta = 1.0 if xi < RELU_SLOPE_THRESHOLD else -1.0
+    if xi == RELU_SLOPE_THRESHOLD:
+        raise InfeasibleError("xi equals the centred-ReLU slope 1/(1-1/pi) exactly; "
+                              "change zeta slightly")
+
+    def slope(log_alpha: float) -> float:
+        alpha = math.exp(log_alpha)
+        _, var, cdf = _shifted_relu_moments(alpha, beta)
+        return alpha * alpha * cdf / var - xi
+
+    alpha = math.exp(brentq(slope, -6.0, 8.0, xtol=1e-15, rtol=8.9e-16))
+    mean, var, _ = _shifted_relu_moments(alpha, beta)
+    warning = ("relu: DKS drops the Q'(1) = 1 condition for ReLU (it has one degree of freedom "
+               "less); leaky_relu is the better choice")
+    return Transform(alpha, beta, -mean, 1.0 / math.sqrt(var)), [warning]
+
+
+def _dks_leaky(act: Activation, xi: float) -> Transform:
+    """Leaky-ReLU: input_shift 0 (where Q'(1) = 1 holds for every slope), slope a from
+    C'(1) = (1+a^2)/2 / Var = xi (closed form)."""
+
+    def slope(a: float) -> float:
+        var = (1 + a * a) / 2 - (1 - a) ** 2 / (2 * math.pi)
+        return (1 + a * a) / 2 / var - xi
+
+    if not 1.0 < xi < RELU_SLOPE_THRESHOLD:
+        raise InfeasibleError(
+            f"leaky_relu reaches local slopes C'(1) in (1, {RELU_SLOPE_THRESHOLD:.12g}) only; "
+            f"this network needs xi = {xi!r}: lower zeta or use another activation")
+    a = brentq(slope, 0.0, 1.0 - 1e-15, xtol=1e-16, rtol=8.9e-16)
+    mean = (1 - a) / math.sqrt(2 * math.pi)
+    var = (1 + a * a) / 2 - mean**2
+    return Transform(1.0, 0.0, -mean, 1.0 / math.sqrt(var), negative_slope=a)
+
+
+def _stable_tat_roots(act: Activation, roots: list[LocalRoot], tau_local: float,
+                      warnings: list[str]) -> tuple[list[LocalRoot], dict]:
+    """Keep roots whose Q map is no more curved than the C map: |Q''(1)| <= tau_local.
+
+    This depends only on the maps, so it is invariant under the symmetries of the
+    parametrization (sign flips, sigmoid = shifted tanh); the official package's
+    input_scale * output_scale < 2 rule is not.
+    """
+    curvature = {r: float(qmap(act.transformed(r.transform), 1.0, order=2)) for r in roots}
+    stable = [r for r in roots if abs(curvature[r]) <= tau_local]
+    if not stable and roots:
+        best = min(roots, key=lambda r: abs(curvature[r]))
+        warnings.append(
+            f"{act.name}: no TAT root has |Q''(1)| <= tau_local = {tau_local:.3g}; kept the "
+            f"least curved Q map (|Q''(1)| = {abs(curvature[best]):.3g})")
+        stable = [best]
+    return stable, curvature
+
+
+def _eoc(act: Activation, bias_variance: float) -> dict[str, float]:
+    """Edge of chaos: q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2 with chi_1 = 1."""
+
+    def moments(q: float) -> tuple[float, float]:
+        """(E[phi(sqrt(q) z)^2], E[phi'(sqrt(q) z)^2]); g' = sqrt(q) phi'."""
+        g = Scaled.of(act, q)
+        return expect_1d([(g, 0), (g, 0)]), expect_1d([(g, 1), (g, 1)]) / q
+
+    def gap(log_q: float) -> float:
+        q = math.exp(log_q)
+        second, slope = moments(q)
+        return second / slope + bias_variance - q
+
+    grid = np.linspace(math.log(1e-6), math.log(1e3), 60)
+    values = np.array([gap(v) for v in grid])
+    if np.all(np.abs(values) <= 1e-10 * np.exp(grid)):  # positively homogeneous (ReLU family)
+        q_star = 1.0 if bias_variance == 0 else math.nan
+        if math.isnan(q_star):
+            raise InfeasibleError(f"{act.name}: positively homogeneous activations have an EOC "
+                                  "only with bias_variance = 0")
+    else:
+        sign_change = np.nonzero(np.sign(values[:-1]) != np.sign(values[1:]))[0]
+        if sign_change.size:
+            i = sign_change[-1]
+            q_star = math.exp(brentq(gap, grid[i], grid[i + 1], xtol=1e-14))
+        elif bias_variance == 0:
+            q_star = 0.0
+        else:
+            raise InfeasibleError(f"{act.name}: no edge-of-chaos fixed point with "
+                                  f"bias_variance = {bias_variance!r}")
+    if q_star == 0.0:
+        d1 = float(act.derivative(np.array([0.0]), 1)[0])
+        if d1 == 0.0:
+            raise InfeasibleError(f"{act.name}: phi'(0) = 0, so no edge of chaos at q* = 0")
+        weight = 1.0 / d1**2
+    else:
+        weight = 1.0 / moments(q_star)[1]
+    return {"weight_variance": weight, "bias_variance": float(bias_variance),
+            "q_fixed_point": q_star}
+
+
+def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
+          eta: float = 0.9, local_q_slope: float = 1.0, bias_variance: float = 0.0,
+          all_solutions: bool = False, certify: str = "float",
+          dps: int | None = None) -> Solution:
+    """Solve the shaping conditions of ``method`` for every activation of ``net``.
+
+    ``net`` is a network description (``kernelshape.nets.*``), a SPEC string, or any object
+    with ``activations`` and the subnetwork functions. Roots are enumerated in a documented
+    search box, canonicalized, and the one picked has the smallest |input_shift| (then the
+    smallest input_scale) among those passing the independent certificate ``certify``.
+    """
+    method = str(method).lower()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if certify not in ("float", "mp"):
+        raise ValueError(f"certify must be 'float' or 'mp'; got {certify!r}")
+    if dps is not None:
+        raise NotImplementedError(
+            "dps=N solving is not available yet: constants are solved in float64 and "
+            "certified by adaptive quadrature (certify='mp' re-checks them at 30 digits)")
+    net = _network(net)
+    acts: dict[str, Activation] = dict(net.activations)
+    if not acts:
+        raise ValueError("the network has no nonlinear layer: nothing to shape")
+    warnings: list[str] = []
+    transforms: dict[str, Transform] = {}
+    local_targets: dict[str, dict[str, float]] = {}
+    residuals: dict[str, dict[str, float]] = {}
+    alternatives: dict[str, list[dict[str, Any]]] = {}
+    targets: dict[str, float] = {}
+    eoc = None
+
+    if method == "none":
+        transforms = {k: Transform() for k in acts}
+    elif method == "eoc":
+        targets = {"bias_variance": float(bias_variance)}
+        eoc = {k: _eoc(a, bias_variance) for k, a in acts.items()}
+        transforms = {k: Transform() for k in acts}
+    elif method == "dks":
+        targets = {"zeta": float(zeta), "local_q_slope": float(local_q_slope)}
+        xi = dks_local_slope(net, zeta)
+        for key, act in acts.items():
+            _check_base(act)
+            if act.name == "relu":
+                transforms[key], extra = _dks_relu(xi)
+                warnings.extend(extra)
+                local_targets[key] = {"q_value": 1.0, "c_value_0": 0.0, "c_slope_1": xi}
+            elif act.name == "leaky_relu":
+                transforms[key] = _dks_leaky(act, xi)
+                local_targets[key] = {"q_value": 1.0, "q_slope": 1.0, "c_value_0": 0.0,
+                                      "c_slope_1": xi}
+            else:
+                local_targets[key] = {"q_value": 1.0, "q_slope": float(local_q_slope),
+                                      "c_value_0": 0.0, "c_slope_1": xi}
+                roots = solve_local(act, "dks", {"q_slope": float(local_q_slope),
+                                                 "c_slope_1": xi}, dense=all_solutions)
+                if not roots:
+                    raise InfeasibleError(_no_root_message(act, "dks", xi, local_q_slope))
+                chosen, res, others = _certified(act, roots, local_targets[key], certify)
+                transforms[key], residuals[key] = chosen.transform, res
+                if all_solutions:
+                    alternatives[key] = [_root_record(act, r, {"selected": r is chosen})
+                                         for r in roots]
+                continue
+            residuals[key] = certificate.residuals(
+                act.transformed(transforms[key]), local_targets[key], certify)
+    else:  # tat
+        leaky = [k for k, a in acts.items() if a.name == "leaky_relu"]
+        if leaky:
+            if len(leaky) != len(acts):
+                raise ValueError("TAT for Leaky-ReLU needs every activation of the network to be "
+                                 "leaky_relu (its slope is solved from the whole network)")
+            targets = {"eta": float(eta)}
+            slope, achieved = tat_leaky_slope(net, eta)
+            for key in acts:
+                transforms[key] = Transform(output_scale=math.sqrt(2.0 / (1.0 + slope**2)),
+                                            negative_slope=slope)
+                local_targets[key] = {"q_value": 1.0, "q_slope": 1.0, "c_slope_1": 1.0}
+                residuals[key] = certificate.residuals(
+                    acts[key].transformed(transforms[key]), local_targets[key], certify)
+                residuals[key]["network_c_value_0"] = achieved - eta
+        else:
+            targets = {"tau": float(tau)}
+            tau_local = tat_local_curvature(net, tau)
+            for key, act in acts.items():
+                _check_base(act)
+                if act.smooth_order < 2:
+                    raise ValueError(
+                        f"{act.name}: TAT for smooth activations needs a finite C''(1), but "
+                        f"{act.name} has a kink; use leaky_relu (TAT with eta) or a smooth "
+                        "activation")
+                local_targets[key] = {"q_value": 1.0, "q_slope": 1.0, "c_slope_1": 1.0,
+                                      "c_curv_1": tau_local}
+                roots = solve_local(act, "tat", {"q_slope": 1.0, "c_curv_1": tau_local},
+                                    dense=all_solutions)
+                if not roots:
+                    raise InfeasibleError(_no_root_message(act, "tat", tau_local, 1.0))
+                stable, curvature = _stable_tat_roots(act, roots, tau_local, warnings)
+                chosen, res, _ = _certified(act, stable, local_targets[key], certify)
+                transforms[key], residuals[key] = chosen.transform, res
+                if all_solutions:
+                    alternatives[key] = [
+                        _root_record(act, r, {"q_curv_1": curvature[r],
+                                              "stable": r in stable, "selected": r is chosen})
+                        for r in roots]
+    route = "double-exponential-split-at-kinks" if certify == "float" else "mpmath-30-digits"
+    cert = {"route": route, "tolerance": FLOAT_TOLERANCE}
+    if residuals:
+        worst = max(abs(v) for r in residuals.values() for v in r.values())
+        cert["tolerance"] = max(FLOAT_TOLERANCE, worst)
+    return Solution(method=method, targets=targets, activations=acts, transforms=transforms,
+                    local_targets=local_targets, residuals=residuals, certificate=cert,
+                    network=net if hasattr(net, "to_dict") else None,
+                    alternatives=alternatives, warnings=warnings, eoc=eoc)
+
+
+def _check_base(act: Activation) -> None:
+    if not act.transform.is_identity:
+        raise ValueError(f"{act.name}: the network's activation is already transformed; "
+                         "shape() solves for the transform of the plain activation")
+
+
+def _no_root_message(act: Activation, method: str, target: float, q_slope: float) -> str:
+    what = "C'(1)" if method == "dks" else "C''(1)"
+    near = closest_point(act, method, {"q_slope": q_slope, ("c_slope_1" if method == "dks"
+                                                            else "c_curv_1"): target})
+    text = (f"{act.name}: no transform meets Q(1)=1, Q'(1)={q_slope:g}, "
+            f"{what}={target:.12g} in the search box (input_scale in (0, 20], |input_shift| "
+            f"<= 10). Closest point found: input_scale={near['input_scale']:.4g}, "
+            f"input_shift={near['input_shift']:.4g} with Q'(1) off by "
+            f"{near['q_slope_residual']:.3g} and {what} off by {near['second_residual']:.3g}.")
+    if act.name == "square" or (act.expr.is_polynomial() and act.smooth_order > 8):
+        text += (" For square, Q'(1) = 1 + a^2/(a^2 + 2 b^2) > 1 for every input_scale a != 0 "
+                 "once centred, so Q'(1) = 1 is impossible.")
+    return text

@@ -1,0 +1,100 @@
+"""The result of shaping a network: per-activation constants with their certificate."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernelshape.activations import Activation, Transform
+
+
+@dataclass
+class Solution:
+    """Constants for every activation key of a network, and how they were certified.
+
+    ``params[key]`` is the dks-style dict (input_scale, input_shift, output_shift,
+    output_scale, and negative_slope for Leaky-ReLU); ``local_targets[key]`` the local
+    conditions it meets; ``residuals[key]`` value - target of each, by the independent
+    certificate route; ``alternatives[key]`` every other root found (``all_solutions=True``).
+    """
+
+    method: str
+    targets: dict[str, float]
+    activations: dict[str, Activation]
+    transforms: dict[str, Transform]
+    local_targets: dict[str, dict[str, float]]
+    residuals: dict[str, dict[str, float]]
+    certificate: dict[str, Any]
+    network: Any = None
+    alternatives: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    eoc: dict[str, dict[str, float]] | None = None
+    details: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, dict[str, float]]:
+        return {key: t.as_dict() for key, t in self.transforms.items()}
+
+    @property
+    def max_residual(self) -> float:
+        return max((abs(v) for r in self.residuals.values() for v in r.values()), default=0.0)
+
+    def transformed(self, key: str) -> Activation:
+        """The transformed activation for ``key``."""
+        return self.activations[key].transformed(self.transforms[key])
+
+    def to_document(self) -> dict[str, Any]:
+        """The versioned constants document (see :mod:`kernelshape.constants`)."""
+        from kernelshape.constants import build_document
+
+        entries = {}
+        for key, act in self.activations.items():
+            entry = {"activation": act.name, "params": dict(act.params)}
+            entry.update(self.transforms[key].as_dict())
+            if "negative_slope" in entry:
+                entry["params"].pop("negative_slope", None)
+            entries[key] = entry
+        return build_document(
+            method=self.method, targets=self.targets, activations=entries,
+            local_targets=self.local_targets, residuals=self.residuals,
+            network=self.network, certificate=self.certificate, eoc=self.eoc)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the constants document atomically; returns the path."""
+        from kernelshape.constants import save_document
+
+        return save_document(self.to_document(), path)
+
+    def summary(self) -> str:
+        """Human-readable table of the constants and their certificate."""
+        lines = [f"method: {self.method}   targets: "
+                 + ", ".join(f"{k}={v!r}" for k, v in self.targets.items())]
+        header = ("activation", "input_scale", "input_shift", "output_shift", "output_scale",
+                  "max |residual|")
+        rows = []
+        for key, t in self.transforms.items():
+            res = max((abs(v) for v in self.residuals.get(key, {}).values()), default=0.0)
+            scale = f"{t.input_scale:.16g}"
+            if t.negative_slope is not None:
+                scale += f" (negative_slope {t.negative_slope:.16g})"
+            rows.append((key, scale, f"{t.input_shift:.16g}", f"{t.output_shift:.16g}",
+                         f"{t.output_scale:.16g}", f"{res:.1e}"))
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        for key in self.transforms:
+            lines.append(f"{key}: {self.transformed(key).formula}")
+        if self.eoc:
+            for key, v in self.eoc.items():
+                lines.append(f"{key}: EOC weight_variance={v['weight_variance']:.16g} "
+                             f"bias_variance={v['bias_variance']:.16g} "
+                             f"q*={v['q_fixed_point']:.16g}")
+        lines.append(f"certificate: {self.certificate.get('route')} "
+                     f"(max |residual| {self.max_residual:.1e})")
+        lines.extend(f"warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Solution(method={self.method!r}, params={self.params!r})"

@@ -1,0 +1,369 @@
+"""JAX backend: the same Plan as the NumPy backend, as pure jit-compiled JAX functions.
+
+Parameters are a list with one `(W, b)` pair per Dense or Conv layer (Dense `W`: (fan_in,
+fan_out); Conv `W`: (*kernel, in, out), channels last), so for an MLP the pytree is exactly the
+NumPy backend's `Params` and the same seed gives the same initial weights. The BatchNorm ResNet
+baseline (`method="resnet-bn"`) adds `(scale, offset)` pairs and running statistics; it is a
+baseline model type derived from the plan's depth and widths, never something DKS shapes.
+
+Activations come from the exporter's formula trees (`kernelshape.export.formula`), evaluated
+with the exporter's JAX helper functions, so the trained activation is the exported one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernelshape.train import numpy_backend as nb
+from kernelshape.train.plan import Act, Conv, Dense, Plan, Pool
+
+Array = Any
+Params = Any           # list of (W, b); for resnet-bn a dict {"layers": ..., "bn": ...}
+ModelState = Any       # BatchNorm running statistics: list of (mean, var), else ()
+
+
+def enable_float64(dtype: str | np.dtype) -> None:
+    """float64 runs need `jax_enable_x64` (a process-wide JAX setting; float32 runs leave it)."""
+    if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+# --------------------------------------------------------------------------- activations
+
+def _helpers() -> dict[str, Callable[..., Array]]:
+    """The exporter's `_f_<name>` JAX helpers (its own static template, not user text)."""
+    from kernelshape.export import _jax
+
+    namespace: dict[str, Any] = {}
+    exec(compile(_jax.IMPORTS + _jax.HELPERS, "<kernelshape.export._jax>", "exec"), namespace)
+    return {k[3:]: v for k, v in namespace.items() if k.startswith("_f_")}
+
+
+_HELPERS: dict[str, Callable[..., Array]] | None = None
+
+
+def _evaluate(node: tuple[Any, ...], x: Array) -> Array:
+    kind = node[0]
+    if kind == "x":
+        return x
+    if kind == "num":
+        return node[1]
+    if kind == "neg":
+        return -_evaluate(node[1], x)
+    if kind == "bin":
+        a, b = _evaluate(node[2], x), _evaluate(node[3], x)
+        op = node[1]
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            return a / b
+        return a**b
+    assert _HELPERS is not None
+    return _HELPERS[node[1]](*(_evaluate(a, x) for a in node[2]))
+
+
+def jax_activation(layer: Act, transform: dict[str, float] | None = None
+                   ) -> Callable[[Array], Array]:
+    """`gamma * (phi(alpha x + beta) + delta)` in jax.numpy for a plan's Act layer.
+
+    `transform`: the dks parameter dict of the layer's slot (None: untransformed).
+    """
+    global _HELPERS
+    from kernelshape.activations import activation
+    from kernelshape.export.formula import BUILTIN_ALIASES, BUILTINS, base_formula
+
+    if _HELPERS is None:
+        _HELPERS = _helpers()
+    t = dict(transform or {})
+    params = dict(layer.params)
+    if BUILTIN_ALIASES.get(layer.activation, layer.activation) in BUILTINS:
+        params = dict(activation(layer.activation, **params).params)   # the library defaults
+    node, _ = base_formula(layer.activation, params, t.get("negative_slope"))
+    a, b = t.get("input_scale", 1.0), t.get("input_shift", 0.0)
+    d, g = t.get("output_shift", 0.0), t.get("output_scale", 1.0)
+
+    def act(x: Array) -> Array:
+        y = _evaluate(node, a * x + b if (a, b) != (1.0, 0.0) else x)
+        return g * (y + d) if (d, g) != (0.0, 1.0) else y
+
+    return act
+
+
+# --------------------------------------------------------------------------- the model
+
+@dataclass
+class Model:
+    """A plan bound to one example's input shape, classes, activations and a dtype.
+
+    `batchnorm=True` is the ResNet-with-BatchNorm baseline of the same depth and widths:
+    the first linear layer is a stem, every later (linear, activation) pair becomes a
+    pre-activation residual unit `h + L(act(BN(h)))` (no skip where the shape changes), and
+    `act(BN(h))` precedes the pooling / readout.
+    """
+
+    plan: Plan
+    input_shape: tuple[int, ...]
+    n_classes: int
+    acts: dict[str, Callable[[Array], Array]]
+    dtype: np.dtype
+    batchnorm: bool = False
+    bn_momentum: float = 0.9
+    bn_eps: float = 1e-5
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.shapes = self._weight_shapes()
+        if self.batchnorm:
+            self.check_resnet_bn()
+
+    def _weight_shapes(self) -> list[tuple[int, ...]]:
+        """Weight shape of every Dense / Conv layer (checks the chain's shapes)."""
+        shape, out = tuple(self.input_shape), []
+        for layer in self.plan.layers:
+            if isinstance(layer, Dense):
+                units = self.n_classes if layer.units is None else layer.units
+                out.append((shape[-1], units))
+                shape = shape[:-1] + (units,)
+            elif isinstance(layer, Conv):
+                nd = len(shape) - 1
+                if nd < 1 or len(layer.kernel_size) != nd:
+                    raise ValueError(f"layer {layer.name!r}: a {len(layer.kernel_size)}-d conv "
+                                     f"cannot take inputs of shape {shape} (channels last)")
+                out.append((*layer.kernel_size, shape[-1], layer.channels))
+                spatial = tuple(-(-n // s) for n, s in zip(shape[:-1], layer.stride,
+                                                           strict=True))
+                shape = spatial + (layer.channels,)
+            elif isinstance(layer, Pool):
+                if len(shape) < 2:
+                    raise ValueError(f"layer {layer.name!r} pools, but its input has no "
+                                     f"spatial axes (shape {shape})")
+                shape = (shape[-1],) if layer.op == "mean" else (math.prod(shape),)
+        if shape != (self.n_classes,):
+            raise ValueError(f"the network ends with output shape {shape}, the data has "
+                             f"{self.n_classes} classes (give the readout units=None)")
+        return out
+
+    def linear_layers(self) -> list[Dense | Conv]:
+        return [l for l in self.plan.layers if isinstance(l, Dense | Conv)]
+
+    def residual_units(self) -> list[bool]:
+        """resnet-bn: for each linear layer, whether it gets an identity shortcut."""
+        linear = self.linear_layers()
+        return [i > 0 and i < len(linear) - 1 and w[-2] == w[-1]
+                and all(st == 1 for st in getattr(layer, "stride", ()))
+                for i, (layer, w) in enumerate(zip(linear, self.shapes, strict=True))]
+
+    def check_resnet_bn(self) -> None:
+        """resnet-bn needs the chain (linear, activation)* [pool] Dense."""
+        kinds = ["L" if isinstance(l, Dense | Conv) else "A" if isinstance(l, Act) else "P"
+                 for l in self.plan.layers]
+        text = "".join(kinds)
+        body = text[:-2] if text.endswith("PL") else text[:-1]
+        if not (text.endswith("L") and body and body == "LA" * (len(body) // 2)):
+            raise ValueError("the resnet-bn baseline needs a chain of (Dense|Conv, activation) "
+                             "pairs, optional pooling and a Dense readout")
+
+
+def init_params(model: Model, rng: np.random.Generator, scheme: str,
+                weight_variance: float = 1.0, bias_variance: float = 0.0) -> Params:
+    """Initial parameters as numpy arrays (same RNG stream as the NumPy backend for MLPs).
+
+    Dense layers: `numpy_backend.init_params`. Conv layers: Delta initialization for "suo" and
+    "ll" (the centre tap holds the SUO / looks-linear matrix, other taps are zero); "lecun",
+    "he", "eoc": every tap `N(0, var / (prod(kernel) * in))`. resnet-bn adds BN scale 1 and
+    offset 0 per unit.
+    """
+    if not any(isinstance(l, Conv) for l in model.plan.layers):
+        dense = [l for l in model.plan.layers if isinstance(l, Dense)]
+        shim = Plan(tuple(l for l in model.plan.layers if isinstance(l, Dense | Act)), {})
+        fan_in = model.shapes[0][0]
+        params = nb.init_params(nb.Model(shim, fan_in, model.n_classes, {}, model.dtype), rng,
+                                scheme, weight_variance, bias_variance)
+        assert len(params) == len(dense)
+    else:
+        params = []
+        matrices = None
+        if scheme == "ll":
+            matrices = nb.looks_linear(rng, [(s[-2], s[-1]) for s in model.shapes])
+        for i, shape in enumerate(model.shapes):
+            kernel, fan_in, fan_out = shape[:-2], shape[-2], shape[-1]
+            if scheme in ("suo", "ll"):
+                m = (matrices[i][0] if matrices is not None
+                     else nb.scaled_uniform_orthogonal(rng, fan_in, fan_out))
+                w = np.zeros(shape)
+                w[tuple(k // 2 for k in kernel)] = m
+                b = np.zeros(fan_out)
+            elif scheme in ("lecun", "he", "eoc"):
+                var = {"lecun": 1.0, "he": 2.0, "eoc": weight_variance}[scheme]
+                w = rng.standard_normal(shape) * np.sqrt(var / (math.prod(kernel) * fan_in))
+                b = rng.standard_normal(fan_out) * np.sqrt(bias_variance if scheme == "eoc"
+                                                           else 0.0)
+            else:
+                raise ValueError(f"unknown init scheme {scheme!r}; use suo, lecun, he, eoc or ll")
+            params.append((w.astype(model.dtype), b.astype(model.dtype)))
+    if model.batchnorm:
+        widths = [s[-2] for s in model.shapes[1:]]
+        bn = [(np.ones(c, model.dtype), np.zeros(c, model.dtype)) for c in widths]
+        return {"layers": params, "bn": bn}
+    return params
+
+
+def init_model_state(model: Model) -> ModelState:
+    """BatchNorm running (mean, var) per unit for resnet-bn; () otherwise."""
+    if not model.batchnorm:
+        return ()
+    return [(np.zeros(s[-2], model.dtype), np.ones(s[-2], model.dtype))
+            for s in model.shapes[1:]]
+
+
+def _linear(layer: Dense | Conv, w: Array, b: Array, h: Array) -> Array:
+    if isinstance(layer, Dense):
+        return h @ w + b
+    nd = w.ndim - 2
+    spatial = "".join("DHW"[-nd:]) if nd <= 3 else None
+    if spatial is None:
+        raise ValueError(f"layer {layer.name!r}: convolutions up to 3 spatial axes")
+    lhs = "N" + spatial + "C"
+    y = jax.lax.conv_general_dilated(h, w, window_strides=layer.stride, padding="SAME",
+                                     dimension_numbers=(lhs, spatial + "IO", lhs))
+    return y + b
+
+
+def _pool(layer: Pool, h: Array) -> Array:
+    if layer.op == "mean":
+        return jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
+    return h.reshape(h.shape[0], -1)
+
+
+def forward(model: Model, params: Params, x: Array, state: ModelState = (),
+            train: bool = True, collect: bool = False,
+            perturb: Sequence[Array] | None = None) -> tuple[Array, ModelState, list[Array]]:
+    """Logits, the new model state, and (with `collect`) every layer's output in plan order.
+
+    `perturb`: arrays added to each linear layer's output (zeros: their gradients are the
+    per-layer output gradients K-FAC needs); with `collect`, each linear layer's *input* is
+    returned instead of layer outputs when `perturb` is given.
+    """
+    if model.batchnorm:
+        return _forward_bn(model, params, x, state, train, collect)
+    outputs: list[Array] = []
+    h, k = x, 0
+    for layer in model.plan.layers:
+        if isinstance(layer, Dense | Conv):
+            w, b = params[k]
+            if perturb is not None and collect:
+                outputs.append(h)
+            h = _linear(layer, w, b, h)
+            if perturb is not None:
+                h = h + perturb[k]
+            k += 1
+        elif isinstance(layer, Pool):
+            h = _pool(layer, h)
+        else:
+            h = model.acts[layer.name](h)
+        if collect and perturb is None:
+            outputs.append(h)
+    return h, state, outputs
+
+
+def _batchnorm(h: Array, scale: Array, offset: Array, stats: tuple[Array, Array], train: bool,
+               model: Model) -> tuple[Array, tuple[Array, Array]]:
+    axes = tuple(range(h.ndim - 1))
+    if train:
+        mean, var = jnp.mean(h, axis=axes), jnp.var(h, axis=axes)
+        m = model.bn_momentum
+        new = (m * stats[0] + (1 - m) * mean, m * stats[1] + (1 - m) * var)
+    else:
+        (mean, var), new = stats, stats
+    return (h - mean) * jax.lax.rsqrt(var + model.bn_eps) * scale + offset, new
+
+
+def _forward_bn(model: Model, params: Params, x: Array, state: ModelState, train: bool,
+                collect: bool) -> tuple[Array, ModelState, list[Array]]:
+    """Pre-activation ResNet (He et al. 2016, v2) with one linear layer per residual branch."""
+    layers_in_plan = list(model.plan.layers)
+    linear = model.linear_layers()
+    acts = [l for l in layers_in_plan if isinstance(l, Act)]
+    shortcut = model.residual_units()
+    layers, bn = params["layers"], params["bn"]
+    new_state, outputs = [], []
+    h = _linear(linear[0], *layers[0], x)
+    for i in range(1, len(linear)):
+        z, st = _batchnorm(h, *bn[i - 1], state[i - 1], train, model)
+        new_state.append(st)
+        z = model.acts[acts[i - 1].name](z)
+        before = layers_in_plan[layers_in_plan.index(linear[i]) - 1]
+        if isinstance(before, Pool):
+            z = _pool(before, z)
+        y = _linear(linear[i], *layers[i], z)
+        h = h + y if shortcut[i] else y
+        if collect:
+            outputs.append(h)
+    return h, new_state, outputs
+
+
+def xent(logits: Array, y: Array) -> tuple[Array, Array]:
+    """Mean softmax cross-entropy and accuracy."""
+    logp = jax.nn.log_softmax(logits)
+    loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+    acc = jnp.mean(jnp.argmax(logits, axis=1) == y)
+    return loss, acc
+
+
+def loss_fn(model: Model, params: Params, state: ModelState, x: Array, y: Array
+            ) -> tuple[Array, tuple[Array, ModelState]]:
+    """(loss, (accuracy, new model state)) in training mode."""
+    logits, new_state, _ = forward(model, params, x, state, train=True)
+    loss, acc = xent(logits, y)
+    return loss, (acc, new_state)
+
+
+def all_finite(tree: Any) -> Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in leaves]))
+
+
+def grads_finite(grads: Any) -> Array:
+    """Finiteness of the gradient vectors (biases, BN scale/offset) only.
+
+    A bias gradient is the batch (and spatial) sum of its layer's output gradient, so a NaN/inf
+    anywhere in that output gradient makes it non-finite; with a finite loss (finite forward)
+    the only case this misses is an overflow inside a weight-gradient product `a^T g` alone,
+    which turns the parameters non-finite and is caught by the next step's loss. Checking every
+    weight gradient costs an extra pass over them (about 8% of a CPU step at depth 100).
+    """
+    leaves = [t for t in jax.tree_util.tree_leaves(grads) if t.ndim <= 1]
+    return all_finite(leaves) if leaves else all_finite(grads)
+
+
+def nonfinite_report(model: Model, params: Params, state: ModelState, x: Array, y: Array
+                     ) -> str:
+    """Where values first went non-finite (eager, only after a divergence)."""
+    logits, _, outs = forward(model, params, x, state, train=True, collect=True)
+    names = ([l.name for l in model.plan.layers] if not model.batchnorm
+             else [l.name for l in model.linear_layers()[1:]])
+    for name, o in zip(names, outs, strict=False):
+        if not bool(jnp.all(jnp.isfinite(o))):
+            return f"the output of layer {name!r} is not finite"
+    lin = [l.name for l in model.linear_layers()]
+    plist = params["layers"] if model.batchnorm else params
+    for name, p in zip(lin, plist, strict=True):
+        if not bool(all_finite(p)):
+            return f"the parameters of layer {name!r} are not finite"
+    grads = jax.grad(lambda p: loss_fn(model, p, state, x, y)[0])(params)
+    glist = grads["layers"] if model.batchnorm else grads
+    for name, g in zip(lin, glist, strict=True):
+        if not bool(all_finite(g)):
+            return f"the gradient of layer {name!r} is not finite"
+    return "the loss is not finite (softmax cross-entropy overflow)"

@@ -1,0 +1,342 @@
+"""The run loop's JAX backend: jit-compiled steps, optax / K-FAC, optional data parallelism.
+
+State = (params, optimizer state, model state); checkpoints hold their pytree leaves in order
+(`p.i`, `s.i`, `m.i`). Randomness: init from `default_rng([seed, 0])` (as the NumPy backend),
+K-FAC label samples and kfac-jax's rng from `fold_in(fold_in(PRNGKey(seed), 2), step)`, so a
+resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from kernelshape.train.data import Dataset, load_data
+from kernelshape.train.jax_backend import (
+    Model,
+    enable_float64,
+    init_model_state,
+    init_params,
+    jax_activation,
+    nonfinite_report,
+    xent,
+)
+from kernelshape.train.optim import DEFAULT_LR
+from kernelshape.train.plan import Act, Conv, Plan
+from kernelshape.train.shaping import Shaping
+
+_STEP_CACHE: dict[str, Any] = {}   # jitted steps by configuration: resume in-process reuses them
+KFAC_KEYS = ("damping", "ema", "inverse_every", "momentum", "norm_constraint", "curvature_every")
+OPTAX_KEYS = {"sgd": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps")}
+SCHEDULE_KEYS = ("schedule", "decay_steps", "warmup_steps", "end_factor")
+
+
+def _trim_cache(limit: int = 16) -> None:
+    while len(_STEP_CACHE) >= limit:
+        _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+
+
+def _mesh_shardings(n: int) -> tuple[Any, Any]:
+    """(batch sharding over `n` devices along axis "data", replicated sharding)."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    n = len(devices) if n < 0 else n
+    if n > len(devices):
+        raise ValueError(f"data_parallel={n} but JAX sees {len(devices)} device(s) "
+                         f"({devices[0].platform}); on CPU set XLA_FLAGS="
+                         f"--xla_force_host_platform_device_count={n} before importing jax")
+    mesh = Mesh(np.array(devices[:n]), ("data",))
+    return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+
+
+class JaxBackend:
+    """Implements `kernelshape.train.loop.Backend` with JAX."""
+
+    def __init__(self, config: dict[str, Any], data: Dataset | None = None) -> None:
+        enable_float64(config["dtype"])
+        import jax
+
+        from kernelshape.train.loop import _prepare_inputs
+
+        self.jax = jax
+        self.config = config = dict(config)
+        plan = Plan.from_dict(config["plan"])
+        self.dtype = np.dtype(config["dtype"])
+        data = load_data(config["data"]) if data is None else data
+        spatial = None
+        if plan.has_spatial:
+            if plan.input_shape is None:
+                raise ValueError("a plan with Conv / pooling layers needs input_shape "
+                                 "(channels last), e.g. Plan.convnet(..., input_shape=(40, 1))")
+            spatial = tuple(plan.input_shape[:-1])
+            size = int(np.prod(data.x_train.shape[1:]))
+            if size % int(np.prod(spatial)):
+                raise ValueError(f"the data's {size} features do not fit input_shape "
+                                 f"{plan.input_shape}")
+        method = config["method"]
+        xtr, xte = _prepare_inputs(data, method, self.dtype, spatial)
+        if config["batch_size"] > len(xtr):
+            raise ValueError(f"batch_size {config['batch_size']} exceeds the {len(xtr)} "
+                             "training examples")
+        shaping = Shaping.from_dict(config["shaping"])
+        acts = {l.name: jax_activation(l, shaping.transforms.get(l.slot))
+                for l in plan.layers if isinstance(l, Act)}
+        self.model = Model(plan, tuple(xtr.shape[1:]), data.n_classes, acts, self.dtype,
+                           batchnorm=method == "resnet-bn")
+        self.shaping = shaping
+        self.x_train, self.y_train = xtr, data.y_train.astype(np.int32)
+        self.x_test, self.y_test = xte, data.y_test.astype(np.int32)
+        self.n_train = len(xtr)
+        self.key = jax.random.fold_in(jax.random.PRNGKey(config["seed"]), 2)
+        n_dev = int(config.get("data_parallel", 0) or 0)
+        self.batch_sharding = self.replicated = None
+        if n_dev:
+            self.batch_sharding, self.replicated = _mesh_shardings(n_dev)
+            n = len(self.batch_sharding.mesh.devices.flat)
+            if config["batch_size"] % n:
+                raise ValueError(f"batch_size {config['batch_size']} is not divisible by the "
+                                 f"{n} data-parallel devices")
+        self._setup_optimizer()
+
+    # ------------------------------------------------------------------ optimizers
+
+    def _setup_optimizer(self) -> None:
+        jax = self.jax
+        cfg, opts = self.config, dict(self.config["optimizer_options"])
+        name = cfg["optimizer"]
+        lr = DEFAULT_LR.get(name, 1e-3) if cfg["lr"] is None else cfg["lr"]
+        model = self.model
+        self.kind = name
+        if name in ("sgd", "adam"):
+            from kernelshape.train.jax_optim import make_optax
+
+            unknown = set(opts) - set(OPTAX_KEYS[name]) - set(SCHEDULE_KEYS)
+            if unknown:
+                raise ValueError(f"unknown {name} options {sorted(unknown)}")
+            sched = {"schedule_name": opts.pop("schedule", "constant"),
+                     **{k: opts.pop(k) for k in SCHEDULE_KEYS[1:] if k in opts}}
+            key = self._cache_key()
+            if key not in _STEP_CACHE:
+                _trim_cache()
+                tx = make_optax(name, lr, **sched, **opts)
+                _STEP_CACHE[key] = (tx, jax.jit(partial(_optax_step, model, tx)))
+            self.tx, self._step = _STEP_CACHE[key]
+            return
+        if name != "kfac":
+            raise ValueError(f"unknown optimizer {name!r}; choose sgd, adam or kfac")
+        impl = opts.pop("implementation", cfg.get("kfac_implementation", "auto"))
+        unknown = set(opts) - set(KFAC_KEYS)
+        if unknown:
+            raise ValueError(f"unknown kfac options {sorted(unknown)} (allowed: {KFAC_KEYS}, "
+                             "implementation)")
+        if impl == "auto":
+            from kernelshape.train.jax_optim import kfac_jax_available
+
+            ok, _ = kfac_jax_available()
+            impl = "kfac_jax" if ok and not self.batch_sharding else "own"
+        if impl not in ("kfac_jax", "own"):
+            raise ValueError(f"kfac implementation must be auto, kfac_jax or own, got {impl!r}")
+        self.config["kfac_implementation"] = impl     # recorded: resume uses the same one
+        if model.batchnorm:
+            raise ValueError("K-FAC is not offered for the resnet-bn baseline; use sgd or adam")
+        self.kind = f"kfac:{impl}"
+        if impl == "own":
+            if any(isinstance(l, Conv) for l in model.plan.layers):
+                raise ValueError("the built-in JAX K-FAC covers Dense layers only; convnets need "
+                                 "kfac-jax (implementation='kfac_jax', jax <= 0.9.1)")
+            key = self._cache_key()
+            if key not in _STEP_CACHE:
+                _trim_cache()
+                _STEP_CACHE[key] = jax.jit(partial(_kfac_step, model, {"lr": lr, **opts}))
+            self._step = _STEP_CACHE[key]
+            return
+        if self.batch_sharding is not None:
+            raise ValueError("data_parallel with kfac-jax is not supported; use "
+                             "implementation='own' or optax optimizers")
+        self._kfac_jax = _make_kfac_jax(model, lr, opts)
+
+    def _cache_key(self) -> str:
+        import json
+
+        cfg = self.config
+        parts = [cfg[k] for k in ("plan", "method", "shaping", "optimizer", "lr",
+                                  "optimizer_options", "dtype")]
+        parts += [cfg.get("data_parallel", 0), cfg.get("kfac_implementation"),
+                  list(self.model.input_shape), self.model.n_classes, str(self.jax.devices())]
+        return json.dumps(parts, sort_keys=True, default=str)
+
+    # ------------------------------------------------------------------ Backend interface
+
+    def _put(self, tree: Any, sharding: Any = None) -> Any:
+        jax = self.jax
+        if sharding is None:
+            return jax.tree_util.tree_map(jax.numpy.asarray, tree)
+        return jax.device_put(tree, sharding)
+
+    def _template(self) -> tuple[Any, Any, Any]:
+        rng = np.random.default_rng([self.config["seed"], 0])
+        params = init_params(self.model, rng, self.shaping.init, self.shaping.weight_variance,
+                             self.shaping.bias_variance)
+        params = self._put(params, self.replicated)
+        mstate = self._put(init_model_state(self.model), self.replicated)
+        if self.kind.startswith("kfac:kfac_jax"):
+            batch = self._batch(np.arange(self.config["batch_size"]))
+            opt_state = self._kfac_jax.init(params, self.key, batch)
+        elif self.kind == "kfac:own":
+            from kernelshape.train.jax_optim import kfac_init
+
+            opt_state = self._put(kfac_init(params), self.replicated)
+        else:
+            opt_state = self._put(self.tx.init(params), self.replicated)
+        return params, opt_state, mstate
+
+    def init(self) -> tuple[Any, Any, Any]:
+        return self._template()
+
+    def _batch(self, idx: np.ndarray) -> tuple[Any, Any]:
+        x, y = self.x_train[idx], self.y_train[idx]
+        return self._put(x, self.batch_sharding), self._put(y, self.batch_sharding)
+
+    def step(self, state: tuple[Any, Any, Any], step: int, idx: np.ndarray
+             ) -> tuple[float, float, Any, str]:
+        params, opt_state, mstate = state
+        x, y = self._batch(idx)
+        key = self.jax.random.fold_in(self.key, step) if self.kind.startswith("kfac") else None
+        if self.kind == "kfac:kfac_jax":
+            new_p, new_o, stats = self._kfac_jax.step(params, opt_state, key, batch=(x, y),
+                                                      global_step_int=step)
+            loss, acc = float(stats["loss"]), float(stats["aux"])
+            ok = np.isfinite(loss) and bool(_finite(new_p))
+            new = (new_p, new_o, mstate)
+        else:
+            args = (key,) if self.kind == "kfac:own" else ()
+            new_p, new_o, new_m, *scalars = self._step(params, opt_state, mstate, x, y, *args)
+            loss, acc, ok = (v.item() for v in self.jax.device_get(scalars))
+            new = (new_p, new_o, new_m)
+        if not ok:
+            return loss, acc, None, nonfinite_report(self.model, params, mstate, x, y)
+        return loss, acc, new, ""
+
+    def evaluate(self, state: tuple[Any, Any, Any]) -> tuple[float, float]:
+        if not hasattr(self, "_eval"):
+            self._eval = self.jax.jit(partial(_eval, self.model))
+        loss, acc = self._eval(state[0], state[2], self._put(self.x_test), self._put(self.y_test))
+        return float(loss), float(acc)
+
+    def to_arrays(self, state: tuple[Any, Any, Any]) -> dict[str, np.ndarray]:
+        leaves = self.jax.tree_util.tree_leaves
+        out: dict[str, np.ndarray] = {}
+        for prefix, tree in zip("psm", state, strict=True):
+            out.update({f"{prefix}.{i}": np.asarray(a) for i, a in enumerate(leaves(tree))})
+        return out
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> tuple[Any, Any, Any]:
+        tu = self.jax.tree_util
+        restored = []
+        for prefix, tree in zip("psm", self._template(), strict=True):
+            leaves, treedef = tu.tree_flatten(tree)
+            new = []
+            for i, ref in enumerate(leaves):
+                arr = arrays.get(f"{prefix}.{i}")
+                ref = np.asarray(ref)
+                if arr is None or arr.shape != ref.shape or arr.dtype != ref.dtype:
+                    got = None if arr is None else (arr.shape, arr.dtype)
+                    raise ValueError(f"checkpoint entry {prefix}.{i} is {got}, expected "
+                                     f"{ref.shape} {ref.dtype}")
+                new.append(arr)
+            if f"{prefix}.{len(leaves)}" in arrays:
+                raise ValueError(f"checkpoint has more {prefix!r} entries than this model")
+            restored.append(self._put(tu.tree_unflatten(treedef, new), self.replicated))
+        return tuple(restored)  # type: ignore[return-value]
+
+    def params(self, state: tuple[Any, Any, Any]) -> Any:
+        return self.jax.tree_util.tree_map(np.asarray, state[0])
+
+
+# --------------------------------------------------------------------------- jitted steps
+
+def _finite(tree: Any) -> Any:
+    from kernelshape.train.jax_backend import all_finite
+
+    return all_finite(tree)
+
+
+def _optax_step(model: Model, tx: Any, params: Any, opt_state: Any, mstate: Any, x: Any,
+                y: Any) -> tuple[Any, ...]:
+    import jax
+    import optax
+
+    from kernelshape.train.jax_backend import grads_finite, loss_fn
+
+    (loss, (acc, new_m)), grads = jax.value_and_grad(partial(loss_fn, model), has_aux=True)(
+        params, mstate, x, y)
+    ok = jax.numpy.isfinite(loss) & grads_finite(grads)
+    updates, new_opt = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt, new_m, loss, acc, ok
+
+
+def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: Any, mstate: Any,
+               x: Any, y: Any, key: Any) -> tuple[Any, ...]:
+    """Own dense K-FAC: one forward, two VJPs (true labels -> gradients; sampled labels -> the
+    per-layer output gradients for the G factors)."""
+    import jax
+    import jax.numpy as jnp
+
+    from kernelshape.train.jax_backend import forward, grads_finite
+    from kernelshape.train.jax_optim import kfac_update
+
+    zeros = [jnp.zeros((x.shape[0], w.shape[-1]), x.dtype) for w, _ in params]
+
+    def f(p: Any, e: Any) -> tuple[Any, Any]:
+        logits, _, inputs = forward(model, p, x, (), True, collect=True, perturb=e)
+        return logits, inputs
+
+    logits, vjp, inputs = jax.vjp(f, params, zeros, has_aux=True)
+    loss, acc = xent(logits, y)
+    probs = jax.nn.softmax(logits)
+    n, k = logits.shape
+    grads, _ = vjp((probs - jax.nn.one_hot(y, k, dtype=probs.dtype)) / n)
+    sampled = jax.random.categorical(key, logits)
+    _, s = vjp((probs - jax.nn.one_hot(sampled, k, dtype=probs.dtype)) / n)
+    ok = jnp.isfinite(loss) & grads_finite(grads)
+    upd, new_opt = kfac_update(grads, opt_state, list(zip(inputs, s, strict=True)), **options)
+    new_p = jax.tree_util.tree_map(lambda p, u: p + u, params, upd)
+    return new_p, new_opt, mstate, loss, acc, ok
+
+
+def _eval(model: Model, params: Any, mstate: Any, x: Any, y: Any) -> tuple[Any, Any]:
+    from kernelshape.train.jax_backend import forward
+
+    logits, _, _ = forward(model, params, x, mstate, train=False)
+    return xent(logits, y)
+
+
+def _make_kfac_jax(model: Model, lr: float, opts: dict[str, Any]) -> Any:
+    """A kfac_jax.Optimizer with fixed lr / momentum / damping (the NumPy K-FAC's defaults),
+    Fisher estimated from model-sampled labels, inverses every `inverse_every` steps."""
+    import jax
+    import kfac_jax
+
+    from kernelshape.train.jax_backend import forward
+
+    def loss(params: Any, batch: tuple[Any, Any]) -> tuple[Any, Any]:
+        x, y = batch
+        logits, _, _ = forward(model, params, x, (), train=True)
+        kfac_jax.register_softmax_cross_entropy_loss(logits, y)
+        return xent(logits, y)
+
+    if "curvature_every" in opts and opts["curvature_every"] != 1:
+        raise ValueError("kfac-jax updates its curvature every step (curvature_every=1)")
+    momentum, damping = opts.get("momentum", 0.9), opts.get("damping", 1e-2)
+    return kfac_jax.Optimizer(
+        value_and_grad_func=jax.value_and_grad(loss, has_aux=True), value_func_has_aux=True,
+        l2_reg=0.0, use_adaptive_learning_rate=False, learning_rate_schedule=lambda s: lr,
+        use_adaptive_momentum=False, momentum_schedule=lambda s: momentum,
+        use_adaptive_damping=False, damping_schedule=lambda s: damping,
+        norm_constraint=opts.get("norm_constraint", 1e-3),
+        curvature_ema=opts.get("ema", 0.95), inverse_update_period=opts.get("inverse_every", 5),
+        estimation_mode="fisher_gradients", num_burnin_steps=0, multi_device=False)

@@ -1,0 +1,422 @@
+"""The installed ``kernelshape`` console script, run as a subprocess.
+
+Independent commands run concurrently (module-scoped fixtures) to keep the file fast: every
+call pays the package import (sympy) once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernelshape.activations import Transform, activation, list_activations
+from kernelshape.constants import build_document, save_document
+from kernelshape.maps import SUMMARY_KEYS, cmap, local_summary, qmap
+
+SCRIPT = shutil.which("kernelshape", path=os.path.dirname(sys.executable))
+SUBCOMMANDS = ("activations", "maps", "shape", "export", "verify", "plot", "train", "demo")
+MALICIOUS = "__import__('os').system('echo hi')"
+
+
+def _has(module: str, name: str) -> bool:
+    if importlib.util.find_spec(module) is None:
+        return False
+    return hasattr(importlib.import_module(module), name)
+
+
+HAS_SOLVER = _has("kernelshape.solve", "shape")
+needs_solver = pytest.mark.skipif(not HAS_SOLVER,
+                                  reason="kernelshape.solve.shape is not available yet")
+
+
+def run(*args: str, cwd: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the console script; stdout and stderr captured as text."""
+    if SCRIPT is None:
+        pytest.fail("the kernelshape console script is not installed next to "
+                    f"{sys.executable}; run 'pip install -e .'")
+    full_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    full_env.pop("KS_DEBUG", None)
+    full_env.update(env or {})
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=timeout)
+
+
+def run_many(commands: dict[str, Sequence[str]],
+             cwd: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Run independent commands concurrently."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {key: pool.submit(run, *args, cwd=cwd) for key, args in commands.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def one_json(proc: subprocess.CompletedProcess[str]) -> dict:
+    """stdout holds exactly one JSON object."""
+    assert proc.returncode == 0, proc.stderr
+    value = json.loads(proc.stdout)
+    assert isinstance(value, dict)
+    return value
+
+
+def tanh_document(path: Path) -> Path:
+    """A constants document for tanh scaled to Q(1) = 1 (the scale is computed, and the
+    recorded residuals are evaluated, with kernelshape.maps)."""
+    scale = 1.0 / math.sqrt(local_summary("tanh")["q_value"])
+    transform = Transform(output_scale=scale)
+    found = local_summary(activation("tanh").transformed(transform))
+    assert abs(found["q_value"] - 1.0) < 1e-12 and abs(found["c_value_0"]) < 1e-12
+    doc = build_document(
+        "none", {}, {"tanh": {**transform.as_dict(), "activation": "tanh"}},
+        {"tanh": {"q_value": 1.0, "c_value_0": 0.0}},
+        {"tanh": {"q_value": found["q_value"] - 1.0, "c_value_0": found["c_value_0"]}},
+        network="mlp:depth=3,activation=tanh")
+    save_document(doc, path)
+    return path
+
+
+# --------------------------------------------------------------------------- help
+
+
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("help")
+    commands = {name: [name, "--help"] for name in SUBCOMMANDS}
+    commands["main"] = ["--help"]
+    commands["version"] = ["--version"]
+    return run_many(commands, cwd)
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help_with_examples(helps: dict, name: str) -> None:
+    proc = helps[name]
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: kernelshape {name}" in proc.stdout
+    assert "examples:" in proc.stdout
+    assert f"kernelshape {name}" in proc.stdout.split("examples:")[1]
+
+
+def test_main_help_and_version(helps: dict) -> None:
+    assert helps["main"].returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in helps["main"].stdout
+    assert "Exit codes" in helps["main"].stdout
+    assert helps["version"].returncode == 0
+    assert helps["version"].stdout.startswith("kernelshape ")
+
+
+# --------------------------------------------------------------------------- activations, maps
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("outputs")
+    return run_many({
+        "activations": ["activations"],
+        "activations_json": ["activations", "--json"],
+        "maps_erf": ["maps", "erf", "--c=-1,-0.3,0,0.5,0.99,1", "--q", "0.5,2", "--json"],
+        "maps_expr": ["maps", "x*tanh(log(1+exp(x)))", "--c", "0,0.5", "--json"],
+        "maps_relu": ["maps", "relu", "--json"],
+        "maps_transform": ["maps", "softplus", "--transform",
+                           '{"input_scale": 1.2, "input_shift": -0.3, "output_scale": 1.5}',
+                           "--c", "0.5", "--json"],
+        "maps_human": ["maps", "softplus", "--transform", '{"output_scale": 1.5}', "--c",
+                       "0,0.5"],
+        "maps_leaky": ["maps", "leaky_relu", "--param", "negative_slope=0.2", "--json"],
+        "maps_dps": ["maps", "tanh", "--dps", "25", "--c", "1", "--json"],
+        "maps_dps_human": ["maps", "tanh", "--dps", "25"],
+    }, cwd)
+
+
+def test_activations_human_table(outputs: dict) -> None:
+    proc = outputs["activations"]
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["name", "formula", "parameters", "kinks", "route"]
+    for name in list_activations():
+        assert any(line.split()[0] == name for line in lines[2:] if line.strip())
+
+
+def test_activations_json(outputs: dict) -> None:
+    data = one_json(outputs["activations_json"])
+    assert [row["name"] for row in data["activations"]] == list_activations()
+    relu = next(row for row in data["activations"] if row["name"] == "relu")
+    assert relu["kinks"] == [0.0] and relu["route"] == "closed"
+
+
+def test_maps_json_matches_library(outputs: dict) -> None:
+    data = one_json(outputs["maps_erf"])
+    assert set(SUMMARY_KEYS) <= set(data)
+    expected = local_summary("erf")
+    for key in SUMMARY_KEYS:
+        assert data[key] == pytest.approx(expected[key], rel=1e-13, abs=1e-15)
+    cs = [row[0] for row in data["cmap"]]
+    assert cs == [-1, -0.3, 0, 0.5, 0.99, 1]
+    assert [row[1] for row in data["cmap"]] == pytest.approx(list(cmap("erf", cs)), rel=1e-13,
+                                                             abs=1e-15)
+    assert [row[1] for row in data["qmap"]] == pytest.approx([qmap("erf", 0.5), qmap("erf", 2.0)],
+                                                             rel=1e-13)
+    assert data["route"] == "closed" and data["dps"] is None
+
+
+def test_maps_expression_and_inf_values(outputs: dict) -> None:
+    data = one_json(outputs["maps_expr"])
+    act = activation("x*tanh(log(1+exp(x)))")
+    assert data["q_value"] == pytest.approx(local_summary(act)["q_value"], rel=1e-12)
+    assert [row[1] for row in data["cmap"]] == pytest.approx(list(cmap(act, [0.0, 0.5])),
+                                                             rel=1e-12, abs=1e-15)
+    relu = one_json(outputs["maps_relu"])
+    assert relu["c_curv_1"] == "inf"  # JSON has no infinity: documented as a string
+    assert relu["q_value"] == pytest.approx(0.5, rel=1e-15)
+
+
+def test_maps_transform(outputs: dict) -> None:
+    data = one_json(outputs["maps_transform"])
+    t = Transform(input_scale=1.2, input_shift=-0.3, output_scale=1.5)
+    act = activation("softplus").transformed(t)
+    assert data["transform"] == t.as_dict()
+    assert data["q_value"] == pytest.approx(local_summary(act)["q_value"], rel=1e-12)
+    assert data["cmap"][0][1] == pytest.approx(cmap(act, 0.5), rel=1e-12)
+    human = outputs["maps_human"]
+    assert human.returncode == 0, human.stderr
+    formula = "phi_hat(x) = 1.5 * (phi(1.0 * x + 0.0) + 0.0),  phi(x) = log(1 + exp(x))"
+    assert formula in human.stdout
+    assert "C map at q1 = q2 = 1" in human.stdout
+    leaky = one_json(outputs["maps_leaky"])
+    assert leaky["params"] == {"negative_slope": 0.2}
+    expected = local_summary(activation("leaky_relu", negative_slope=0.2))
+    assert leaky["q_value"] == pytest.approx(expected["q_value"], rel=1e-13)
+
+
+def test_maps_dps_prints_digits(outputs: dict) -> None:
+    data = one_json(outputs["maps_dps"])
+    assert data["dps"] == 25 and data["route"] == "mp"
+    precise = local_summary("tanh", dps=25)
+    import mpmath
+
+    for key in SUMMARY_KEYS:
+        assert isinstance(data[key], str)
+        assert data[key] == mpmath.nstr(precise[key], 25)
+    assert len(data["q_value"].lstrip("0.")) >= 20
+    assert float(data["q_value"]) == pytest.approx(local_summary("tanh")["q_value"], rel=1e-13)
+    assert data["cmap"] == [[1.0, "1.0"]]
+    human = outputs["maps_dps_human"]
+    assert human.returncode == 0, human.stderr
+    assert mpmath.nstr(precise["c_slope_1"], 25) in human.stdout
+    assert "mpmath, 25 significant digits" in human.stdout
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_round_trip(tmp_path: Path) -> None:
+    doc = tanh_document(tmp_path / "constants.json")
+    procs = run_many({
+        "numpy": ["export", str(doc), "--to", "numpy", "-o", "act_np.py"],
+        "pytorch": ["export", str(doc), "--to", "torch", "-o", "act_torch.py", "--json"],
+        "stdout": ["export", str(doc), "--to", "jax"],
+    }, tmp_path)
+    assert procs["numpy"].returncode == 0, procs["numpy"].stderr
+    assert "wrote act_np.py (numpy" in procs["numpy"].stdout
+    namespace: dict = {}
+    exec(compile((tmp_path / "act_np.py").read_text(), "act_np.py", "exec"), namespace)
+    x = np.linspace(-4.0, 4.0, 101)
+    expected = activation("tanh").transformed(
+        Transform(output_scale=1.0 / math.sqrt(local_summary("tanh")["q_value"])))(x)
+    np.testing.assert_allclose(namespace["get_activation"]("tanh")(x), expected, rtol=1e-12)
+    meta = one_json(procs["pytorch"])
+    assert meta["framework"] == "pytorch" and meta["activations"] == ["tanh"]
+    source = (tmp_path / "act_torch.py").read_text()
+    compile(source, "act_torch.py", "exec")
+    assert "def scaled_uniform_orthogonal_(" in source and "from kernelshape" not in source
+    assert "import kernelshape" not in source
+    assert procs["stdout"].returncode == 0
+    compile(procs["stdout"].stdout, "act_jax.py", "exec")
+    assert "def scaled_uniform_orthogonal(key, shape" in procs["stdout"].stdout
+
+
+# --------------------------------------------------------------------------- bad input
+
+BAD = {
+    # name: (args, words the message must contain)
+    "unknown_activation": (["maps", "tanhh"], ["unknown activation 'tanhh'", "built-ins:"]),
+    "malicious": (["maps", MALICIOUS], ["invalid activation expression", "allowed:"]),
+    "bad_transform_json": (["maps", "tanh", "--transform", "{bad"],
+                           ["--transform is not valid JSON", "input_scale"]),
+    "bad_transform_key": (["maps", "tanh", "--transform", '{"scale": 2}'],
+                          ["unknown key(s) scale", "allowed: input_scale"]),
+    "bad_c": (["maps", "tanh", "--c", "0,1.5"], ["[-1, 1]"]),
+    "bad_dps": (["maps", "tanh", "--dps", "3"], ["between 5 and 1000"]),
+    "invalid_spec": (["shape", "--net", "bogus:depth=3", "--method", "dks"],
+                     ["unknown network preset 'bogus'", "mlp"]),
+    "bad_spec_option": (["shape", "--net", "mlp:depth=3,colour=red", "--method", "dks"],
+                        ["no option 'colour'", "depth"]),
+    "negative_depth": (["shape", "--net", "mlp:depth=-3,activation=tanh", "--method", "dks"],
+                       ["positive integer", "-3"]),
+    "zeta_one": (["shape", "--net", "mlp:depth=3,activation=tanh", "--method", "dks",
+                  "--zeta", "1"], ["unattainable", "zeta > 1"]),
+    "tau_with_dks": (["shape", "--net", "mlp:depth=3", "--method", "dks", "--tau", "0.3"],
+                     ["--tau applies to --method tat"]),
+    "unknown_method": (["shape", "--net", "mlp:depth=3", "--method", "foo"],
+                       ["invalid choice: 'foo'", "dks"]),
+    "unwritable_shape_output": (["shape", "--net", "mlp:depth=3,activation=tanh", "--method",
+                                 "dks", "-o", "/nonexistent-kernelshape-dir/c.json"],
+                                ["cannot write", "does not exist"]),
+    "unwritable_export_output": (["export", "constants.json", "--to", "numpy", "-o",
+                                  "/nonexistent-kernelshape-dir/a.py"],
+                                 ["cannot write", "does not exist"]),
+    "unknown_framework": (["export", "constants.json", "--to", "caffe"],
+                          ["unknown export target 'caffe'", "pytorch"]),
+    "missing_constants": (["export", "missing.json", "--to", "numpy"], ["does not exist"]),
+    "corrupted_constants": (["export", "corrupted.json", "--to", "numpy"],
+                            ["corrupted constants file"]),
+    "train_without_net": (["train", "--method", "none"], ["--net SPEC", "--resume DIR"]),
+    "unknown_option": (["maps", "tanh", "--colour"], ["unrecognized arguments: --colour"]),
+    "json_error": (["maps", "tanhh", "--json"], ["unknown activation"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("bad")
+    tanh_document(cwd / "constants.json")
+    (cwd / "corrupted.json").write_text('{"format": "kernelshape.constants", ')
+    commands = {name: args for name, (args, _) in BAD.items()}
+    commands["debug"] = ["maps", "tanhh"]
+    procs = run_many({k: v for k, v in commands.items() if k != "debug"}, cwd)
+    procs["debug"] = run("maps", "tanhh", cwd=cwd, env={"KS_DEBUG": "1"})
+    return procs
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_input_exits_2_with_a_helpful_message(bad_runs: dict, name: str) -> None:
+    proc = bad_runs[name]
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    for words in BAD[name][1]:
+        assert words in proc.stderr, proc.stderr
+    assert proc.stdout == ""  # nothing on stdout, also with --json
+
+
+def test_malicious_expression_never_runs(bad_runs: dict) -> None:
+    proc = bad_runs["malicious"]
+    assert "hi" not in proc.stdout.split()
+
+
+def test_ks_debug_shows_the_traceback(bad_runs: dict) -> None:
+    proc = bad_runs["debug"]
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
+
+
+# --------------------------------------------------------------------------- verify / plot
+
+
+@pytest.mark.parametrize(("module", "args"), [
+    ("kernelshape.verify", ["verify", "theorem13", "--net", "mlp:depth=5,activation=tanh"]),
+    ("kernelshape.plots", ["plot", "cmap-degeneration", "-o", "p.png"]),
+])
+def test_not_yet_available_modules_say_so(tmp_path: Path, module: str, args: list[str]) -> None:
+    if _has(module, "run_cli"):
+        pytest.skip(f"{module}.run_cli exists; its own tests cover the command")
+    proc = run(*args, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "not available yet" in proc.stderr
+    assert proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_and_resume(tmp_path: Path) -> None:
+    net = "mlp:depth=3,width=16,input_dim=32,activation=tanh"
+    first = run("train", "--net", net, "--method", "none", "--data", "teacher", "--steps", "4",
+                "--out", "run", "--json", cwd=tmp_path)
+    data = one_json(first)
+    assert data["status"] == "completed" and data["step"] == 4
+    assert (tmp_path / "run" / "config.json").is_file()
+    resumed = run("train", "--resume", "run", "--steps", "6", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "completed" in resumed.stdout and "6" in resumed.stdout
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal() -> None:
+    from kernelshape.cli.output import Progress
+
+    tty, pipe = _Terminal(), io.StringIO()
+    with Progress("solving", stream=tty):
+        time.sleep(0.35)
+    with Progress("solving", stream=pipe):
+        time.sleep(0.15)
+    assert "solving" in tty.getvalue() and "\r" in tty.getvalue()
+    assert pipe.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- shape
+
+
+@needs_solver
+def test_shape_json_dks(tmp_path: Path) -> None:
+    from kernelshape.topology import parse_spec
+
+    spec = "mlp:depth=10,activation=tanh"
+    data = one_json(run("shape", "--net", spec, "--method", "dks", "--zeta", "1.5", "--json",
+                        "-o", "c.json", cwd=tmp_path))
+    for key in ("method", "activations", "local_targets", "residuals"):
+        assert key in data
+    params = data["activations"]["tanh"]
+    assert {"input_scale", "input_shift", "output_shift", "output_scale"} <= set(params)
+    t = Transform(**{k: params[k] for k in ("input_scale", "input_shift", "output_shift",
+                                            "output_scale")})
+    found = local_summary(activation("tanh").transformed(t))
+    assert found["q_value"] == pytest.approx(1.0, abs=1e-8)
+    assert found["q_slope"] == pytest.approx(1.0, abs=1e-8)
+    assert found["c_value_0"] == pytest.approx(0.0, abs=1e-8)
+    assert parse_spec(spec).max_slope(found["c_slope_1"]) == pytest.approx(1.5, rel=1e-7)
+    exported = run("export", "c.json", "--to", "pytorch", "-o", "dks.py", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    compile((tmp_path / "dks.py").read_text(), "dks.py", "exec")
+
+
+@needs_solver
+def test_shape_human_and_leaky_relu_tat(tmp_path: Path) -> None:
+    procs = run_many({
+        "human": ["shape", "--net", "mlp:depth=10,activation=tanh", "--method", "tat"],
+        "leaky": ["shape", "--net", "mlp:depth=50,activation=leaky_relu", "--method", "tat",
+                  "--eta", "0.9", "--json"],
+    }, tmp_path)
+    human = procs["human"]
+    assert human.returncode == 0, human.stderr
+    assert "phi_hat(x) =" in human.stdout and "residual" in human.stdout
+    leaky = one_json(procs["leaky"])
+    assert "negative_slope" in leaky["activations"]["leaky_relu"]
+
+
+@pytest.mark.slow
+@needs_solver
+def test_demo(tmp_path: Path) -> None:
+    proc = run("demo", "--out", "out", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "constants.json").is_file()
+    assert (tmp_path / "out" / "constants_pytorch.py").is_file()
