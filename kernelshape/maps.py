@@ -10,29 +10,53 @@ With ``z ~ N(0,1)``, ``(z1, z2)`` standard normals with correlation ``c`` and
   past an activation's smoothness the remaining ``m`` derivatives act on the Gaussian density
   (``d^m p_c/dc^m = p_c P_m``), so kinks and jumps never need Dirac terms.
 
-Routes: ``closed`` (exact formulas, :mod:`kernelshape.closed_forms`), ``quadrature`` (float64
-panels split at kinks, :mod:`kernelshape.quadrature`; many-point C maps go through a cached
-Chebyshev interpolant in ``theta = arccos c`` that is accepted only once its coefficients
-have converged to float64 level) and ``mp`` (``dps=N``, :mod:`kernelshape.precise`).
+Routes (:func:`route`):
+
+* ``closed``: exact formulas (:mod:`kernelshape.closed_forms`);
+* ``hermite``: smooth activations whose Mehler series ``sum_k a_k(q1) a_k(q2) c^k`` has a
+  certified truncation error below ``1e-14`` (relative) within 2048 terms
+  (:mod:`kernelshape.hermite`): only 1-D quadratures, any number of c points;
+* ``quadrature``: float64 2-D panels split at kinks (:mod:`kernelshape.quadrature`);
+  many-point C maps go through a cached Chebyshev interpolant in ``theta = arccos c``, accepted
+  only once its coefficients have converged to float64 level;
+* ``dps=N``: mpmath (:mod:`kernelshape.precise`).
+
+Many-point evaluations (``>= TABLE_MIN_POINTS``) use a cached piecewise Chebyshev table in theta
+(:class:`ThetaTable`, 16th degree per cell, cells doubled until every cell's last coefficients
+are below ``1e-15`` of the map's scale), built from the route's exact values.
+
+Caching and ``q``: results that are expensive to build (quadrature Q values, Hermite
+expansions, interpolants) are cached per ``(activation, q)``. Network evaluation produces q
+values that drift by a few ulps per layer, so off the closed-form route ``q`` is rounded to
+``Q_DIGITS = 14`` significant digits (:func:`snap_q`) both as cache key and as evaluation point:
+``|snap_q(q) - q| <= 5e-14 q``, which changes ``Q`` by at most ``5e-14 |q Q'(q)|`` and ``C`` by
+at most ``5e-14 (|q1 dC/dq1| + |q2 dC/dq2|)`` (below 1e-13 for every built-in with
+q in [0.01, 100]).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 from numpy.polynomial import chebyshev
+from scipy import fft
 
-from kernelshape import closed_forms
+from kernelshape import closed_forms, hermite
 from kernelshape.activations import Activation, activation
 from kernelshape.quadrature import Scaled, expect_1d, expect_2d
 from kernelshape.symbolic import q_derivative_weight
 
 SUMMARY_KEYS = ("q_value", "q_slope", "c_value_0", "c_slope_0", "c_slope_1", "c_curv_1")
-FAST_PATH_MIN_POINTS = 33
+Q_DIGITS = 14
+FAST_PATH_MIN_POINTS = 33  # quadrature route: from this many points, build the interpolant
+TABLE_MIN_POINTS = 2048  # from this many points, evaluate through a ThetaTable
+TABLE_MIN_TERMS = 24  # hermite series shorter than this are evaluated directly (Horner)
 CHEB_DEGREES = (32, 64, 128, 256, 512)
 CHEB_TOLERANCE = 1e-15
+CACHE_SIZE = 4096
 
 
 def _as_activation(act: Activation | str) -> Activation:
@@ -62,19 +86,48 @@ def _check_c(c: np.ndarray) -> np.ndarray:
     return np.clip(c, -1.0, 1.0)
 
 
-def route(act: Activation | str) -> str:
-    """Which float64 route evaluates this activation's maps: 'closed' or 'quadrature'."""
-    return "closed" if closed_forms.supports(_as_activation(act)) else "quadrature"
+def snap_q(q: float) -> float:
+    """``q`` rounded to ``Q_DIGITS`` significant digits (``|snap_q(q) - q| <= 5e-14 q``)."""
+    return float(f"{q:.{Q_DIGITS - 1}e}")
+
+
+def route(act: Activation | str, q1: float = 1.0, q2: float | None = None,
+          order: int = 0) -> str:
+    """The float64 route of ``d^order/dc^order C(c; q1, q2)``: 'closed', 'hermite' or
+    'quadrature' (the q-maps and local summaries of non-closed activations use 1-D panels)."""
+    act = _as_activation(act)
+    if closed_forms.supports(act):
+        return "closed"
+    q1 = snap_q(_check_q("q1", q1))
+    q2 = q1 if q2 is None else snap_q(_check_q("q2", q2))
+    return "hermite" if _hermite_series(act, q1, q2, _check_order(order)) is not None \
+        else "quadrature"
+
+
+def clear_caches() -> None:
+    """Forget every cached Q value, expansion, interpolant and summary (for benchmarks)."""
+    for fn in (_q_value, _expansion, _hermite_series, _hermite_table, _chebyshev,
+               _quadrature_table, _summary):
+        fn.cache_clear()
 
 
 # --- Q map -----------------------------------------------------------------------------------
 
-@lru_cache(maxsize=4096)
+def _q_closed(act: Activation, q: float) -> float:
+    return float(closed_forms.kernel(act, q, q, np.array(1.0), 0))
+
+
+@lru_cache(maxsize=CACHE_SIZE)
 def _q_value(act: Activation, q: float) -> float:
-    if closed_forms.supports(act):
-        return float(closed_forms.kernel(act, q, q, np.array(1.0), 0))
+    """``Q(q)`` off the closed-form route (``q`` already snapped)."""
     g = Scaled.of(act, q)
     return expect_1d([(g, 0), (g, 0)])
+
+
+def _q(act: Activation, q: float) -> float:
+    if closed_forms.supports(act):
+        return _q_closed(act, q)
+    return _q_value(act, snap_q(q))
 
 
 def qmap(act: Activation | str, q, order: int = 0, dps: int | None = None):
@@ -93,7 +146,7 @@ def qmap(act: Activation | str, q, order: int = 0, dps: int | None = None):
     out = np.empty(qs.shape)
     for i, qi in np.ndenumerate(qs):
         qi = _check_q("q", qi)
-        out[i] = _q_value(act, qi) if order == 0 else _q_derivative(act, qi, order)
+        out[i] = _q(act, qi) if order == 0 else _q_derivative(act, qi, order)
     return out if out.shape else float(out)
 
 
@@ -103,7 +156,88 @@ def _q_derivative(act: Activation, q: float, order: int) -> float:
     return expect_1d([(g, 0), (g, 0)], weight=weight) / q**order
 
 
-# --- C map -----------------------------------------------------------------------------------
+# --- interpolants ----------------------------------------------------------------------------
+
+class ThetaTable:
+    """Piecewise Chebyshev interpolant of ``theta -> f(cos theta)`` on ``[0, pi]``.
+
+    ``cells`` equal theta-cells, each with the degree-``DEGREE`` interpolant at its
+    Chebyshev–Lobatto points (coefficients by a type-I DCT); evaluation is one ``arccos`` and
+    a Clenshaw recurrence with per-point coefficients.
+    """
+
+    DEGREE = 16
+    CELLS = (4, 8, 16, 32, 64, 128, 256)
+    TOLERANCE = 1e-15
+
+    def __init__(self, coef: np.ndarray) -> None:
+        self.coef = coef
+        self.cells = coef.shape[0]
+
+    @classmethod
+    def build(cls, f: Callable[[np.ndarray], np.ndarray]) -> ThetaTable | None:
+        """Table of ``f`` (vectorized over theta), or None if it does not converge."""
+        d = cls.DEGREE
+        x = np.cos(np.pi * np.arange(d + 1) / d)  # Lobatto points on [-1, 1]
+        for cells in cls.CELLS:
+            lo = np.pi * np.arange(cells) / cells
+            theta = lo[:, None] + (x[None, :] + 1.0) * (0.5 * np.pi / cells)
+            values = np.asarray(f(theta.ravel()), dtype=float).reshape(theta.shape)
+            if not np.all(np.isfinite(values)):
+                return None
+            coef = fft.dct(values, type=1, axis=1) / d
+            coef[:, 0] *= 0.5
+            coef[:, -1] *= 0.5
+            scale = max(float(np.max(np.abs(values))), 1e-300)
+            if np.max(np.abs(coef[:, -2:])) <= cls.TOLERANCE * scale:
+                return cls(coef)
+        return None
+
+    def __call__(self, c: np.ndarray) -> np.ndarray:
+        u = np.arccos(c) * (self.cells / np.pi)
+        idx = np.minimum(u.astype(np.intp), self.cells - 1)
+        x = 2.0 * (u - idx) - 1.0
+        two_x = 2.0 * x
+        coef = self.coef[idx]
+        b1 = np.zeros_like(x)
+        b2 = np.zeros_like(x)
+        for k in range(self.DEGREE, 0, -1):
+            b1, b2 = two_x * b1 - b2 + coef[:, k], b1
+        return x * b1 - b2 + coef[:, 0]
+
+
+# --- Hermite route ---------------------------------------------------------------------------
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _expansion(act: Activation, q: float, order: int) -> hermite.Expansion | None:
+    return hermite.expansion(Scaled.of(act, q), order)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _hermite_series(act: Activation, q1: float, q2: float, order: int) -> np.ndarray | None:
+    """Power-series coefficients in c of ``d^order K/dc^order`` (None: not certified)."""
+    if act.kinks or act.smooth_order <= order:
+        return None
+    e1 = _expansion(act, q1, 0)
+    if e1 is None:
+        return None
+    if e1.terms(order) is None:
+        e1 = _expansion(act, q1, order)
+    e2 = e1 if q2 == q1 else _expansion(act, q2, 0)
+    if e2 is not None and e2.terms(order) is None:
+        e2 = _expansion(act, q2, order)
+    if e1 is None or e2 is None:
+        return None
+    return hermite.kernel_coefficients(e1, e2, order)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _hermite_table(act: Activation, q1: float, q2: float, order: int) -> ThetaTable | None:
+    series = _hermite_series(act, q1, q2, order)
+    return ThetaTable.build(lambda t: np.polynomial.polynomial.polyval(np.cos(t), series))
+
+
+# --- quadrature route ------------------------------------------------------------------------
 
 def _kernel_point(act: Activation, q1: float, q2: float, c: float, order: int) -> float:
     """d^order K/dc^order at one c on the quadrature route."""
@@ -126,34 +260,71 @@ def _kernel_point(act: Activation, q1: float, q2: float, c: float, order: int) -
     return expect_2d(g1, g2, c, direct, extra)
 
 
+def _lobatto_coefficients(values: np.ndarray) -> np.ndarray:
+    """Chebyshev coefficients of the interpolant at the Lobatto points cos(pi j / n)."""
+    n = values.size - 1
+    coef = fft.dct(values, type=1) / n
+    coef[0] *= 0.5
+    coef[-1] *= 0.5
+    return coef
+
+
 @lru_cache(maxsize=512)
-def _chebyshev(act: Activation, q1: float, q2: float, order: int):
-    """Chebyshev interpolant of theta -> K^(order)(cos theta), or None if not converged."""
+def _chebyshev(act: Activation, q1: float, q2: float, order: int) -> np.ndarray | None:
+    """Chebyshev interpolant of theta -> K^(order)(cos theta), or None if not converged.
+
+    Nested Chebyshev–Lobatto points: each doubling of the degree reuses every earlier
+    2-D quadrature value.
+    """
+    values: dict[int, float] = {}
+    top = CHEB_DEGREES[-1]
     for degree in CHEB_DEGREES:
-        nodes = np.cos(np.pi * (np.arange(degree + 1) + 0.5) / (degree + 1))
-        theta = 0.5 * np.pi * (nodes + 1.0)
-        values = np.array([_kernel_point(act, q1, q2, math.cos(t), order) for t in theta])
-        if not np.all(np.isfinite(values)):
+        step = top // degree
+        for j in range(degree + 1):
+            key = j * step  # index on the finest Lobatto grid
+            if key not in values:
+                x = math.cos(math.pi * key / top)
+                theta = 0.5 * math.pi * (x + 1.0)
+                c = 1.0 if key == top else math.cos(theta)
+                c = -1.0 if key == 0 else c
+                values[key] = _kernel_point(act, q1, q2, c, order)
+        grid = np.array([values[j * step] for j in range(degree + 1)])
+        if not np.all(np.isfinite(grid)):
             return None
-        coef = chebyshev.chebfit(nodes, values, degree)
-        scale = max(np.max(np.abs(values)), 1e-300)
+        coef = _lobatto_coefficients(grid)
+        scale = max(float(np.max(np.abs(grid))), 1e-300)
         if np.max(np.abs(coef[-4:])) <= CHEB_TOLERANCE * scale * degree:
             return coef
     return None
 
 
+@lru_cache(maxsize=512)
+def _quadrature_table(act: Activation, q1: float, q2: float, order: int) -> ThetaTable | None:
+    coef = _chebyshev(act, q1, q2, order)
+    if coef is None:
+        return None
+    return ThetaTable.build(lambda t: chebyshev.chebval(2.0 * t / np.pi - 1.0, coef))
+
+
 def _kernel(act: Activation, c: np.ndarray, q1: float, q2: float, order: int) -> np.ndarray:
+    """d^order K/dc^order at the points ``c`` (1-D array) on the best float64 route."""
     if closed_forms.supports(act):
         return closed_forms.kernel(act, q1, q2, c, order)
-    interior = np.abs(c) < 1.0
-    out = np.empty(c.shape)
+    series = _hermite_series(act, q1, q2, order)
+    if series is not None:
+        if c.size >= TABLE_MIN_POINTS and series.size > TABLE_MIN_TERMS:
+            table = _hermite_table(act, q1, q2, order)
+            if table is not None:
+                return table(c)
+        return np.polynomial.polynomial.polyval(c, series)
     if c.size >= FAST_PATH_MIN_POINTS and order <= act.smooth_order:
+        table = _quadrature_table(act, q1, q2, order) if c.size >= TABLE_MIN_POINTS else None
+        if table is not None:
+            return table(c)
         coef = _chebyshev(act, q1, q2, order)
         if coef is not None:
-            out[interior] = chebyshev.chebval(2.0 * np.arccos(c[interior]) / np.pi - 1.0, coef)
-            for idx in zip(*np.nonzero(~interior), strict=True):
-                out[idx] = _kernel_point(act, q1, q2, float(c[idx]), order)
-            return out
+            return chebyshev.chebval(2.0 * np.arccos(c) / np.pi - 1.0, coef)
+    out = np.empty(c.shape)
     for idx, ci in np.ndenumerate(c):
         out[idx] = _kernel_point(act, q1, q2, float(ci), order)
     return out
@@ -170,7 +341,9 @@ def cmap(act: Activation | str, c, q1: float = 1.0, q2: float = 1.0, order: int 
 
         return precise.cmap(act, c, q1, q2, order, dps)
     cs = _check_c(c)
-    norm = math.sqrt(_q_value(act, q1) * _q_value(act, q2))
+    if not closed_forms.supports(act):
+        q1, q2 = snap_q(q1), snap_q(q2)
+    norm = math.sqrt(_q(act, q1) * _q(act, q2))
     if norm == 0.0:
         raise ValueError(f"{act!r} is identically zero in distribution: its C map is undefined")
     out = _kernel(act, cs.reshape(-1), q1, q2, order).reshape(cs.shape) / norm
@@ -179,10 +352,10 @@ def cmap(act: Activation | str, c, q1: float = 1.0, q2: float = 1.0, order: int 
 
 # --- local summary ---------------------------------------------------------------------------
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=CACHE_SIZE)
 def _summary(act: Activation) -> tuple[float, ...]:
     g = Scaled.of(act, 1.0)
-    q_value = _q_value(act, 1.0)
+    q_value = _q(act, 1.0)
     mean = expect_1d([(g, 0)])
     mean_slope = expect_1d([(g, 0)], weight=lambda z: z)  # E[phi'] = E[phi z] (Stein)
     q_slope = _q_derivative(act, 1.0, 1)

@@ -192,6 +192,17 @@ def test_kfac_jax_takes_real_steps(tmp_path) -> None:
     assert r.status == "completed" and r.history[-1]["loss"] < 0.8 * r.history[0]["loss"]
 
 
+def test_kfac_auto_falls_back_to_own_kfac(tmp_path, monkeypatch) -> None:
+    from kernelshape.train import jax_optim
+
+    monkeypatch.setattr(jax_optim, "kfac_jax_available", lambda: (False, "simulated"))
+    plan = Plan.mlp(3, 8, "leaky_relu")
+    r = train(plan, method="tat", constants=tat_doc(plan), optimizer="kfac", backend="jax",
+              data=teacher(256, 64), steps=3, batch_size=32, progress=False, out=tmp_path)
+    assert r.status == "completed"
+    assert json.loads((tmp_path / "config.json").read_text())["kfac_implementation"] == "own"
+
+
 def test_divergence_names_step_and_layer(tmp_path) -> None:
     plan = Plan.mlp(10, 24, "relu")
     r = train(plan, method="none", optimizer="sgd", lr=1e6, data=teacher(256, 64), steps=50,

@@ -80,7 +80,8 @@ examples:
   kernelshape shape --net mlp:depth=100,activation=tanh --method dks --zeta 1.2 --json
   kernelshape shape --net resnet:depth=101,shortcut_weight=0.6,activation=softplus \\
                     --method tat --tau 0.3 -o constants.json
-  kernelshape shape --net mlp:depth=50,activation=leaky_relu --method tat --eta 0.9""",
+  kernelshape shape --net mlp:depth=50,activation=leaky_relu --method tat --eta 0.9
+  kernelshape shape --net mlp:depth=20 --activation "x*tanh(softplus(x))" --method dks""",
     "export": """\
 Writes one dependency-free source file (no kernelshape import) defining CONSTANTS,
 get_activation(name), the framework's scaled-uniform-orthogonal initializer and
@@ -213,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=_real, metavar="E",
                    help="TAT Leaky ReLU C(0) target (0 < eta < 1; default 0.9)")
     p.add_argument("--activation", action="append", metavar="ACT",
-                   help="activation to use for the network's nonlinear layers (repeatable)")
+                   help="set the activation option of a preset SPEC (built-in name or "
+                        "expression in x)")
     p.add_argument("--dps", type=_positive_int, metavar="N",
                    help="solve and certify with mpmath at N digits")
     p.add_argument("--certify", choices=("float", "mp"),
@@ -326,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Unavailable as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except NotImplementedError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: not available yet: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

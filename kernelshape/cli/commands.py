@@ -109,6 +109,31 @@ def load_network(spec: str) -> Any:
     return parse_spec(spec)
 
 
+def _top_level_split(text: str) -> list[str]:
+    """Split SPEC options at commas outside parentheses (expressions such as max(x,0))."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def with_activation(spec: str, act: str) -> str:
+    """A preset SPEC with its activation option set to ``act`` (replacing any given)."""
+    if spec.strip().endswith(".json") or os.path.isfile(spec) or ":" not in spec and \
+            "=" in spec:
+        raise UsageError("--activation sets the activation option of a preset SPEC such as "
+                         "mlp:depth=100; for a saved network JSON, edit its activation instead")
+    name, _, rest = spec.strip().partition(":")
+    options = [o for o in _top_level_split(rest) if o.partition("=")[0].strip() != "activation"]
+    return f"{name}:{','.join([*options, f'activation={act}'])}"
+
+
 def optional_function(module: str, function: str, what: str, issue: str) -> Any:
     """``module.function`` from a kernelshape module that may not exist yet.
 
@@ -253,6 +278,9 @@ def solution_payload(sol: Any, net: Any, spec: str, seconds: float,
         "seconds": round(seconds, 3),
         "output": output,
     }
+    check = network_check(sol, net)
+    if check is not None:
+        payload["network_check"] = check
     alternatives = getattr(sol, "alternatives", None)
     if alternatives:
         payload["alternatives"] = {k: list(v) for k, v in alternatives.items()}
@@ -260,6 +288,33 @@ def solution_payload(sol: Any, net: Any, spec: str, seconds: float,
     if eoc:
         payload["eoc"] = eoc
     return payload
+
+
+def network_check(sol: Any, net: Any) -> dict[str, Any] | None:
+    """Re-evaluate the network condition from the certified local values (one activation key).
+
+    dks: max over subnetworks of C'_f(1) (target zeta); tat: max of C''_f(1) (target tau);
+    tat with Leaky ReLU: max of C_f(0) (target eta), as recorded by the solver.
+    """
+    keys = list(sol.local_targets)
+    if len(keys) != 1:
+        return None
+    local = sol.local_targets[keys[0]]
+    res = sol.residuals.get(keys[0], {})
+    targets = sol.targets
+    if sol.method == "dks" and "zeta" in targets and "c_slope_1" in local:
+        quantity, target = "max_f C'_f(1)", targets["zeta"]
+        value = net.max_slope(local["c_slope_1"] + res.get("c_slope_1", 0.0))
+    elif sol.method == "tat" and "tau" in targets and "c_curv_1" in local:
+        quantity, target = "max_f C''_f(1)", targets["tau"]
+        value = net.max_curvature(local["c_curv_1"] + res.get("c_curv_1", 0.0))
+    elif sol.method == "tat" and "eta" in targets and "network_c_value_0" in res:
+        quantity, target = "max_f C_f(0)", targets["eta"]
+        value = targets["eta"] + res["network_c_value_0"]
+    else:
+        return None
+    return {"quantity": quantity, "target": float(target), "value": float(value),
+            "residual": float(value) - float(target)}
 
 
 def _eoc_block(sol: Any) -> dict[str, Any] | None:
@@ -313,7 +368,12 @@ def solution_text(payload: Mapping[str, Any], dps: int | None = None) -> str:
     for key, block in (payload.get("eoc") or {}).items():
         lines.append(f"edge of chaos ({key}): " + ", ".join(f"{k} = {fmt(v, dps)}"
                                                              for k, v in block.items()))
-    lines.append(f"certificate: max |residual| = {fmt_short(payload['max_residual'])}")
+    check = payload.get("network_check")
+    if check:
+        lines.append(f"network condition: {check['quantity']} = {fmt(check['value'])} "
+                     f"(target {fmt(check['target'])}, residual {fmt_short(check['residual'])})")
+    lines.append(f"certificate: max |residual| of the local conditions = "
+                 f"{fmt_short(payload['max_residual'])}")
     for warning in payload["warnings"]:
         lines.append(f"warning: {warning}")
     if payload.get("output"):
@@ -333,11 +393,15 @@ def shape(args: argparse.Namespace) -> int:
     if args.dps is not None and not 5 <= args.dps <= 1000:
         raise UsageError(f"--dps must be between 5 and 1000, got {args.dps}")
     output = check_output_path(args.output, "constants document") if args.output else None
-    net = load_network(args.net)
+    spec = args.net
+    if args.activation:
+        if len(args.activation) > 1:
+            raise UsageError("give --activation once: a preset network has one activation "
+                             f"option (got {', '.join(args.activation)})")
+        spec = with_activation(spec, args.activation[0])
+    net = load_network(spec)
     shape_fn = solver()
     options: dict[str, Any] = {"method": args.method, **targets}
-    if args.activation:
-        options["activations"] = list(args.activation)
     if args.dps is not None:
         options["dps"] = args.dps
     if args.certify is not None:
@@ -348,7 +412,7 @@ def shape(args: argparse.Namespace) -> int:
         sol = shape_fn(net, **options)
     if output is not None:
         sol.save(output)
-    payload = solution_payload(sol, net, args.net, bar.elapsed,
+    payload = solution_payload(sol, net, spec, bar.elapsed,
                                os.fspath(output) if output is not None else None)
     if not args.json:
         for warning in payload["warnings"]:

@@ -35,10 +35,10 @@ DEGENERATION_PLOT = "cmap-degeneration"
 def _plot(out: str) -> str:
     """Draw the degeneration plot with kernelshape.plots, or say why not."""
     try:
-        run_cli = optional_function("kernelshape.plots", "run_cli", "the plot",
-                                    "it lands with the plots issue")
+        run_cli = optional_function("kernelshape.plots", "run_cli", "the C-map degeneration "
+                                    "plot", "it lands with the plots issue")
     except Unavailable as exc:
-        return f"plot: skipped ({exc})"
+        return f"plot: skipped: {exc}"
     path = os.path.join(out, "cmap_degeneration.png")
     args = argparse.Namespace(command="plot", name=DEGENERATION_PLOT, output=path, extra=[],
                               json=False, emit_json=None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import mpmath as mp
 import numpy as np
 from scipy.optimize import brentq
 
@@ -198,10 +199,9 @@ def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if certify not in ("float", "mp"):
         raise ValueError(f"certify must be 'float' or 'mp'; got {certify!r}")
-    if dps is not None:
-        raise NotImplementedError(
-            "dps=N solving is not available yet: constants are solved in float64 and "
-            "certified by adaptive quadrature (certify='mp' re-checks them at 30 digits)")
+    if dps is not None and (isinstance(dps, bool) or not isinstance(dps, int)
+                            or not 16 <= dps <= 200):
+        raise ValueError(f"dps must be an integer in [16, 200]; got {dps!r}")
     net = _network(net)
     acts: dict[str, Activation] = dict(net.activations)
     if not acts:
@@ -213,6 +213,7 @@ def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
     alternatives: dict[str, list[dict[str, Any]]] = {}
     targets: dict[str, float] = {}
     eoc = None
+    precise: dict[str, dict[str, str]] = {}
 
     if method == "none":
         transforms = {k: Transform() for k in acts}
@@ -242,6 +243,8 @@ def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
                     raise InfeasibleError(_no_root_message(act, "dks", xi, local_q_slope))
                 chosen, res, others = _certified(act, roots, local_targets[key], certify)
                 transforms[key], residuals[key] = chosen.transform, res
+                if dps is not None:
+                    precise[key] = _precise(act, "dks", local_targets[key], chosen, dps)
                 if all_solutions:
                     alternatives[key] = [_root_record(act, r, {"selected": r is chosen})
                                          for r in roots]
@@ -282,6 +285,8 @@ def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
                 stable, curvature = _stable_tat_roots(act, roots, tau_local, warnings)
                 chosen, res, _ = _certified(act, stable, local_targets[key], certify)
                 transforms[key], residuals[key] = chosen.transform, res
+                if dps is not None:
+                    precise[key] = _precise(act, "tat", local_targets[key], chosen, dps)
                 if all_solutions:
                     alternatives[key] = [
                         _root_record(act, r, {"q_curv_1": curvature[r],
@@ -295,7 +300,25 @@ def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
     return Solution(method=method, targets=targets, activations=acts, transforms=transforms,
                     local_targets=local_targets, residuals=residuals, certificate=cert,
                     network=net if hasattr(net, "to_dict") else None,
-                    alternatives=alternatives, warnings=warnings, eoc=eoc)
+                    alternatives=alternatives, warnings=warnings, eoc=eoc,
+                    precise_params=precise)
+
+
+def _precise(act: Activation, method: str, local_targets: dict[str, float], root: LocalRoot,
+             dps: int) -> dict[str, str]:
+    """The chosen root to ``dps`` digits (strings), by mpmath Newton from the float64 root."""
+    from kernelshape.solve.precise_polish import polish
+
+    targets = {"q_slope": local_targets["q_slope"]}
+    key = "c_slope_1" if method == "dks" else "c_curv_1"
+    targets[key] = local_targets[key]
+    constants, norm = polish(act, method, targets, root.transform, root.branch, dps)
+    if not norm < 10.0 ** (5 - dps):
+        raise RuntimeError(f"{act.name}: the {dps}-digit Newton polish stalled at residual "
+                           f"{float(norm):.2e}; please report this activation")
+    out = {k: mp.nstr(v, dps) for k, v in constants.items()}
+    out["max_residual"] = mp.nstr(norm, 5)
+    return out
 
 
 def _check_base(act: Activation) -> None:

@@ -17,7 +17,8 @@ class Solution:
     ``params[key]`` is the dks-style dict (input_scale, input_shift, output_shift,
     output_scale, and negative_slope for Leaky-ReLU); ``local_targets[key]`` the local
     conditions it meets; ``residuals[key]`` value - target of each, by the independent
-    certificate route; ``alternatives[key]`` every other root found (``all_solutions=True``).
+    certificate route; ``alternatives[key]`` every other root found (``all_solutions=True``);
+    ``precise_params[key]`` the constants as N-digit strings when solved with ``dps=N``.
     """
 
     method: str
@@ -31,7 +32,7 @@ class Solution:
     alternatives: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     eoc: dict[str, dict[str, float]] | None = None
-    details: dict[str, dict[str, float]] = field(default_factory=dict)
+    precise_params: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, dict[str, float]]:

@@ -1,6 +1,8 @@
-"""Reference trainer: deep vanilla networks built from the network description (NumPy backend).
+"""Reference trainer: deep vanilla networks built from the network description.
 
-`train(...)` runs, `resume(out_dir)` continues a run exactly; see docs/training.md.
+`train(..., backend="numpy" | "jax")` runs, `resume(out_dir)` continues a run exactly; see
+docs/training.md. The JAX backend (`kernelshape.train.jax_backend`, `jax_trainer`,
+`jax_optim`) is imported only when a run asks for it (extra `[jax]`).
 """
 
 from kernelshape.train.data import (
@@ -10,12 +12,12 @@ from kernelshape.train.data import (
     per_location_normalization,
     standardize,
 )
-from kernelshape.train.loop import TrainResult, resume, train
+from kernelshape.train.loop import Backend, NumpyBackend, TrainResult, resume, train
 from kernelshape.train.optim import Optimizer, adam, kfac, make_optimizer, sgd
-from kernelshape.train.plan import Act, Dense, Plan, description_hash
+from kernelshape.train.plan import Act, Conv, Dense, Plan, Pool, description_hash
 
 __all__ = [
-    "Act", "Dataset", "Dense", "Optimizer", "Plan", "TrainResult", "adam", "description_hash",
-    "kfac", "load_data", "load_npz", "make_optimizer", "per_location_normalization", "resume",
-    "sgd", "standardize", "train",
+    "Act", "Backend", "Conv", "Dataset", "Dense", "NumpyBackend", "Optimizer", "Plan", "Pool",
+    "TrainResult", "adam", "description_hash", "kfac", "load_data", "load_npz",
+    "make_optimizer", "per_location_normalization", "resume", "sgd", "standardize", "train",
 ]

@@ -128,7 +128,8 @@ class JaxBackend:
             return
         if name != "kfac":
             raise ValueError(f"unknown optimizer {name!r}; choose sgd, adam or kfac")
-        impl = opts.pop("implementation", cfg.get("kfac_implementation", "auto"))
+        impl = opts.pop("implementation", "auto")
+        impl = cfg.get("kfac_implementation") or impl      # a resumed run keeps its choice
         unknown = set(opts) - set(KFAC_KEYS)
         if unknown:
             raise ValueError(f"unknown kfac options {sorted(unknown)} (allowed: {KFAC_KEYS}, "
