@@ -1,38 +1,39 @@
 """kernelshape: Deep Kernel Shaping and Tailored Activation Transformations.
 
 The core (activations, maps, topology, solvers) needs only numpy, scipy, sympy and mpmath.
+Names are imported lazily, so ``import kernelshape`` (and the CLI) starts fast.
 """
 
-from kernelshape.activations import Activation, Transform, activation, list_activations
-from kernelshape.maps import cmap, local_summary, qmap
-from kernelshape.topology import nets
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "Activation": "kernelshape.activations",
+    "Transform": "kernelshape.activations",
+    "activation": "kernelshape.activations",
+    "list_activations": "kernelshape.activations",
+    "cmap": "kernelshape.maps",
+    "qmap": "kernelshape.maps",
+    "local_summary": "kernelshape.maps",
+    "nets": "kernelshape.topology",
+    "shape": "kernelshape.solve",
+    "Solution": "kernelshape.solve",
+    "InfeasibleError": "kernelshape.solve",
+    "load_constants": "kernelshape.constants",
+}
 
-def shape(net, method: str = "dks", **options):
-    """Solve the DKS / TAT / EOC conditions for ``net`` (see :func:`kernelshape.solve.shape`)."""
-    from kernelshape.solve import shape as _shape
-
-    return _shape(net, method=method, **options)
+__all__ = sorted(_EXPORTS)
 
 
-def load_constants(path, verify: bool = True) -> dict:
-    """Load and validate a constants document (see :func:`kernelshape.constants.load_constants`)."""
-    from kernelshape.constants import load_constants as _load
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kernelshape' has no attribute {name!r}")
 
-    return _load(path, verify=verify)
 
-
-__all__ = [
-    "Activation",
-    "Transform",
-    "activation",
-    "cmap",
-    "list_activations",
-    "load_constants",
-    "local_summary",
-    "nets",
-    "qmap",
-    "shape",
-]
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -27,7 +27,6 @@ from kernelshape.activations import Activation
 from kernelshape.symbolic import X
 
 C, A1, A2, B = sp.symbols("c a1 a2 b", real=True)
-Z = sp.Symbol("z", real=True)
 
 
 def _abrelu(neg: sp.Expr, pos: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
@@ -42,6 +41,11 @@ def _abrelu(neg: sp.Expr, pos: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
 
 
 def _family(act: Activation) -> str | None:
+    return _base_family(act.base)
+
+
+@cache
+def _base_family(act: Activation) -> str | None:
     if act.name in ("relu", "leaky_relu", "abs", "step", "sign", "erf", "sin", "cos", "exp",
                     "gaussian", "gelu_exact") and act.builtin:
         return act.name
@@ -90,8 +94,9 @@ def _symbolic(act: Activation, name: str, flip: bool) -> tuple[sp.Expr, sp.Expr]
 
 
 @cache
-def _compiled(act: Activation, name: str, flip: bool, order: int) -> tuple[Callable, Callable]:
-    k, mean = _symbolic(act, name, flip)
+def _compiled(base: Activation, name: str, flip: bool, order: int) -> tuple[Callable, Callable]:
+    """Lambdified ``d^order K/dc^order`` and mean; keyed on the *untransformed* activation."""
+    k, mean = _symbolic(base, name, flip)
     return (sp.lambdify((C, A1, A2, B), sp.diff(k, C, order), "numpy"),
             sp.lambdify((A1, B), mean, "numpy"))
 
@@ -109,11 +114,17 @@ def supports(act: Activation) -> bool:
     return not (name == "gelu_exact" and t.input_scale < 0)
 
 
+@cache
+def _monomials(base: Activation) -> np.polynomial.Polynomial:
+    """phi(x) = sum_j p_j x^j for a polynomial activation."""
+    poly = sp.Poly(sp.expand(base.expr), X)
+    return np.polynomial.Polynomial([float(v) for v in reversed(poly.all_coeffs())])
+
+
 def _hermite_coefficients(act: Activation, a: float, b: float) -> np.ndarray:
     """Coefficients h_k of phi(a z + b) = sum_k h_k He_k(z) (exact for polynomials)."""
-    poly = sp.Poly(sp.expand(act.expr.subs(X, a * Z + b)), Z)
-    coeffs = np.array([float(v) for v in reversed(poly.all_coeffs())], dtype=float)
-    return np.polynomial.hermite_e.poly2herme(coeffs)
+    composed = _monomials(act.base)(np.polynomial.Polynomial([b, a]))
+    return np.polynomial.hermite_e.poly2herme(composed.coef)
 
 
 def kernel(act: Activation, q1: float, q2: float, c: np.ndarray, order: int) -> np.ndarray:
@@ -136,7 +147,7 @@ def kernel(act: Activation, q1: float, q2: float, c: np.ndarray, order: int) -> 
     ka, kb = (abs(a1), abs(a2)) if name in ("relu", "leaky_relu", "abs", "erf") else (a1, a2)
     if name in ("step", "sign") and t.input_scale < 0:
         ka, kb = a1, a2  # step(-x)step(-y) has the same law; sign is odd: product unchanged
-    k_fn, mean_fn = _compiled(act, name, flip, order)
+    k_fn, mean_fn = _compiled(act.base, name, flip, order)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = np.asarray(k_fn(c, ka, kb, t.input_shift), dtype=float) * np.ones_like(c)
         if name in ("step",) and t.input_scale < 0:

@@ -107,7 +107,7 @@ def route(act: Activation | str, q1: float = 1.0, q2: float | None = None,
 def clear_caches() -> None:
     """Forget every cached Q value, expansion, interpolant and summary (for benchmarks)."""
     for fn in (_q_value, _expansion, _hermite_series, _hermite_table, _chebyshev,
-               _quadrature_table, _summary):
+               _quadrature_table, _endpoint, _summary):
         fn.cache_clear()
 
 
@@ -158,21 +158,34 @@ def _q_derivative(act: Activation, q: float, order: int) -> float:
 
 # --- interpolants ----------------------------------------------------------------------------
 
+@lru_cache(maxsize=8)
+def _cheb_to_monomial(degree: int) -> np.ndarray:
+    """Row k: monomial coefficients of T_k."""
+    out = np.zeros((degree + 1, degree + 1))
+    for k in range(degree + 1):
+        mono = chebyshev.cheb2poly(np.eye(degree + 1)[k])
+        out[k, :mono.size] = mono
+    return out
+
+
 class ThetaTable:
-    """Piecewise Chebyshev interpolant of ``theta -> f(cos theta)`` on ``[0, pi]``.
+    """Piecewise polynomial interpolant of ``theta -> f(cos theta)`` on ``[0, pi]``.
 
     ``cells`` equal theta-cells, each with the degree-``DEGREE`` interpolant at its
-    Chebyshev–Lobatto points (coefficients by a type-I DCT); evaluation is one ``arccos`` and
-    a Clenshaw recurrence with per-point coefficients.
+    Chebyshev–Lobatto points (Chebyshev coefficients by a type-I DCT, accepted when the last two
+    are below ``TOLERANCE`` times the largest value and the table reproduces ``f`` at the cell
+    midpoints, which are not interpolation nodes, within ``10 * TOLERANCE``). Evaluation is one
+    ``arccos`` and a Horner recurrence in the cell's local coordinate ``x in [-1, 1]`` (monomial
+    coefficients: the Chebyshev ones decay geometrically, so the conversion is well conditioned).
     """
 
-    DEGREE = 16
-    CELLS = (4, 8, 16, 32, 64, 128, 256)
+    DEGREE = 10
+    CELLS = (4, 8, 16, 32, 64, 128, 256, 512)
     TOLERANCE = 1e-15
 
-    def __init__(self, coef: np.ndarray) -> None:
-        self.coef = coef
-        self.cells = coef.shape[0]
+    def __init__(self, monomial: np.ndarray) -> None:
+        self.columns = np.ascontiguousarray(monomial.T)  # (DEGREE + 1, cells)
+        self.cells = monomial.shape[0]
 
     @classmethod
     def build(cls, f: Callable[[np.ndarray], np.ndarray]) -> ThetaTable | None:
@@ -181,7 +194,8 @@ class ThetaTable:
         x = np.cos(np.pi * np.arange(d + 1) / d)  # Lobatto points on [-1, 1]
         for cells in cls.CELLS:
             lo = np.pi * np.arange(cells) / cells
-            theta = lo[:, None] + (x[None, :] + 1.0) * (0.5 * np.pi / cells)
+            half = 0.5 * np.pi / cells
+            theta = lo[:, None] + (x[None, :] + 1.0) * half
             values = np.asarray(f(theta.ravel()), dtype=float).reshape(theta.shape)
             if not np.all(np.isfinite(values)):
                 return None
@@ -189,21 +203,36 @@ class ThetaTable:
             coef[:, 0] *= 0.5
             coef[:, -1] *= 0.5
             scale = max(float(np.max(np.abs(values))), 1e-300)
-            if np.max(np.abs(coef[:, -2:])) <= cls.TOLERANCE * scale:
-                return cls(coef)
+            if np.max(np.abs(coef[:, -2:])) > cls.TOLERANCE * scale:
+                continue
+            table = cls(coef @ _cheb_to_monomial(d))
+            check = np.pi * (np.arange(cells) + 0.5 + 0.25 * np.sin(np.arange(cells))) / cells
+            expected = np.asarray(f(check), dtype=float)
+            if np.max(np.abs(table(np.cos(check)) - expected)) <= 10 * cls.TOLERANCE * scale:
+                return table
         return None
 
     def __call__(self, c: np.ndarray) -> np.ndarray:
-        u = np.arccos(c) * (self.cells / np.pi)
+        u = np.arccos(c)
+        u *= self.cells / np.pi
         idx = np.minimum(u.astype(np.intp), self.cells - 1)
-        x = 2.0 * (u - idx) - 1.0
-        two_x = 2.0 * x
-        coef = self.coef[idx]
-        b1 = np.zeros_like(x)
-        b2 = np.zeros_like(x)
-        for k in range(self.DEGREE, 0, -1):
-            b1, b2 = two_x * b1 - b2 + coef[:, k], b1
-        return x * b1 - b2 + coef[:, 0]
+        x = u - idx
+        x *= 2.0
+        x -= 1.0
+        acc = np.take(self.columns[-1], idx)
+        for column in self.columns[-2::-1]:
+            acc *= x
+            acc += np.take(column, idx)
+        return acc
+
+
+def horner(c: np.ndarray, series: np.ndarray) -> np.ndarray:
+    """``sum_k series[k] c^k`` (in-place Horner)."""
+    acc = np.full(c.shape, series[-1], dtype=float)
+    for b in series[-2::-1]:
+        acc *= c
+        acc += b
+    return acc
 
 
 # --- Hermite route ---------------------------------------------------------------------------
@@ -234,7 +263,7 @@ def _hermite_series(act: Activation, q1: float, q2: float, order: int) -> np.nda
 @lru_cache(maxsize=CACHE_SIZE)
 def _hermite_table(act: Activation, q1: float, q2: float, order: int) -> ThetaTable | None:
     series = _hermite_series(act, q1, q2, order)
-    return ThetaTable.build(lambda t: np.polynomial.polynomial.polyval(np.cos(t), series))
+    return ThetaTable.build(lambda t: horner(np.cos(t), series))
 
 
 # --- quadrature route ------------------------------------------------------------------------
@@ -306,24 +335,40 @@ def _quadrature_table(act: Activation, q1: float, q2: float, order: int) -> Thet
     return ThetaTable.build(lambda t: chebyshev.chebval(2.0 * t / np.pi - 1.0, coef))
 
 
+@lru_cache(maxsize=CACHE_SIZE)
+def _endpoint(act: Activation, q1: float, q2: float, order: int, c: float) -> float:
+    """``K^(order)(c)`` at ``c = +-1`` by 1-D quadrature (so that ``C(1; q, q) == 1``)."""
+    return _kernel_point(act, q1, q2, c, order)
+
+
+def _exact_ends(act: Activation, c: np.ndarray, q1: float, q2: float, order: int,
+                out: np.ndarray) -> np.ndarray:
+    for end in (1.0, -1.0):
+        mask = c == end
+        if mask.any():
+            out[mask] = _endpoint(act, q1, q2, order, end)
+    return out
+
+
 def _kernel(act: Activation, c: np.ndarray, q1: float, q2: float, order: int) -> np.ndarray:
     """d^order K/dc^order at the points ``c`` (1-D array) on the best float64 route."""
     if closed_forms.supports(act):
         return closed_forms.kernel(act, q1, q2, c, order)
     series = _hermite_series(act, q1, q2, order)
     if series is not None:
+        table = None
         if c.size >= TABLE_MIN_POINTS and series.size > TABLE_MIN_TERMS:
             table = _hermite_table(act, q1, q2, order)
-            if table is not None:
-                return table(c)
-        return np.polynomial.polynomial.polyval(c, series)
+        out = table(c) if table is not None else horner(c, series)
+        return _exact_ends(act, c, q1, q2, order, out)
     if c.size >= FAST_PATH_MIN_POINTS and order <= act.smooth_order:
         table = _quadrature_table(act, q1, q2, order) if c.size >= TABLE_MIN_POINTS else None
         if table is not None:
-            return table(c)
+            return _exact_ends(act, c, q1, q2, order, table(c))
         coef = _chebyshev(act, q1, q2, order)
         if coef is not None:
-            return chebyshev.chebval(2.0 * np.arccos(c) / np.pi - 1.0, coef)
+            out = chebyshev.chebval(2.0 * np.arccos(c) / np.pi - 1.0, coef)
+            return _exact_ends(act, c, q1, q2, order, out)
     out = np.empty(c.shape)
     for idx, ci in np.ndenumerate(c):
         out[idx] = _kernel_point(act, q1, q2, float(ci), order)

@@ -1,9 +1,20 @@
 """The arbitrary-precision route (``dps=N``): mpmath quadrature split at every kink.
 
-1-D expectations integrate ``F(z) exp(-z^2/2)/sqrt(2 pi)`` over the pieces between kinks;
-2-D expectations integrate the inner variable conditionally (``z2 = c z1 + s t``), split at
-the kinks of the inner activation, which move with ``z1``. The work runs at ``N + 10`` digits
-and results are returned as mpmath numbers.
+1-D expectations integrate ``F(z) exp(-z^2/2)/sqrt(2 pi)`` with ``mp.quad`` (tanh-sinh) over
+the pieces between the kinks, with extra break points where a steep transform makes the
+activation vary on a scale below 1 in z. 2-D expectations integrate the inner variable
+conditionally (``z2 = c z1 + s t``, ``s = sqrt(1 - c^2)``) with composite Gauss–Legendre panels
+(the float64 route's layout: split at the kinks of the inner activation, which move with ``z1``,
+and where either activation varies); every kink is placed exactly at working precision.
+
+Work runs at ``W = N + GUARD_DIGITS`` digits. 2-D panels get only the nodes their share of the
+result needs: a panel whose integrand is at most ``10^-e`` of the result's scale
+``sqrt(E[g1^2] E[g2^2])`` (bounded with ``max|g_i| / rms(g_i)`` over the range and the Gaussian
+factor's maximum on the panel) is integrated to ``W - e`` digits with
+``ceil(NODES_PER_DIGIT * digits) + NODE_MARGIN`` nodes, and skipped when ``e >= W``. The node
+rule assumes each panel's integrand is analytic in an ellipse with ``rho >= 4`` around it
+(unit panels, singularities at distance >= 1 in the activation's own coordinate: tanh pi/2,
+atan/asinh 1); results are returned as mpmath numbers.
 """
 
 from __future__ import annotations
@@ -15,13 +26,14 @@ from functools import cache
 import mpmath as mp
 import numpy as np
 
-from mpmath.calculus.quadrature import GaussLegendre
-
 from kernelshape.activations import Activation
 from kernelshape.quadrature import FEATURE_RANGE, Scaled, _envelope_range, _outer_breaks
 from kernelshape.symbolic import density_weight, q_derivative_weight
 
 GUARD_DIGITS = 10
+NODES_PER_DIGIT = 0.85
+NODE_MARGIN = 6
+LOG10_E = math.log10(math.e)
 
 
 def _check_dps(dps: int) -> int:
@@ -40,17 +52,19 @@ class _ScaledMP:
         self.b = mp.mpf(t.input_shift)
         self.gamma = mp.mpf(t.output_scale)
         self.delta = mp.mpf(t.output_shift)
-        self.pieces = {}
+        self.pieces: dict[int, list] = {}
 
-    def __call__(self, z: mp.mpf, order: int = 0) -> mp.mpf:
+    def piece_functions(self, order: int) -> list:
         if order not in self.pieces:
             self.pieces[order] = self.base.mp_piece_functions(order)
+        return self.pieces[order]
+
+    def __call__(self, z: mp.mpf, order: int = 0) -> mp.mpf:
         x = self.a * z + self.b
-        for lo, hi, fn in self.pieces[order]:
-            if x < hi or hi == math.inf:
-                if lo == -math.inf or x >= lo:
-                    y = fn(x)
-                    break
+        for lo, hi, fn in self.piece_functions(order):
+            if (x < hi or hi == math.inf) and (lo == -math.inf or x >= lo):
+                y = fn(x)
+                break
         if order == 0:
             return self.gamma * (y + self.delta)
         return self.gamma * self.a**order * y
@@ -65,30 +79,99 @@ def _pdf(z: mp.mpf) -> mp.mpf:
     return mp.exp(-z * z / 2) / mp.sqrt(2 * mp.pi)
 
 
-def _integrate(fn: Callable, points: list[mp.mpf]) -> mp.mpf:
-    return mp.quad(fn, [-mp.inf, *points, mp.inf])
+def _steep_points(g: _ScaledMP) -> list[mp.mpf]:
+    """z where a steep transform (|a| > 1) crosses unit steps of the activation's coordinate."""
+    a, b = float(g.a), float(g.b)
+    if abs(a) <= 1.0:
+        return []
+    xs = np.arange(-FEATURE_RANGE, FEATURE_RANGE + 0.5, 1.0)
+    zs = (xs - b) / a
+    return [mp.mpf(float(z)) for z in zs if abs(z) < 40.0]
 
 
-def _expect_1d(fn: Callable, kinks: list[mp.mpf]) -> mp.mpf:
-    return _integrate(lambda z: fn(z) * _pdf(z), kinks)
+def _expect_1d(fn: Callable, g: _ScaledMP, extra: tuple[_ScaledMP, ...] = ()) -> mp.mpf:
+    """E[fn(z)] split at the kinks of g (and of ``extra``) and at steep-feature points."""
+    points = list(g.kinks_z()) + _steep_points(g)
+    for h in extra:
+        points += list(h.kinks_z()) + _steep_points(h)
+    points = sorted(set(points))
+    merged: list[mp.mpf] = []
+    for p in points:  # drop float feature points within 1e-9 of an exact kink
+        if merged and abs(p - merged[-1]) < 1e-9:
+            continue
+        merged.append(p)
+    return mp.quad(lambda z: fn(z) * _pdf(z), [-mp.inf, *merged, mp.inf])
 
 
 @cache
-def _gauss_legendre(dps: int) -> tuple[list[mp.mpf], list[mp.mpf]]:
-    """Gauss–Legendre nodes/weights on [-1/2, 1/2] with enough nodes for ``dps`` digits."""
-    degree = 4 if dps <= 24 else 5 if dps <= 60 else 6  # 24, 48, 96 nodes
-    with mp.workdps(dps):
-        rule = GaussLegendre(mp.mp).calc_nodes(degree, mp.mp.prec)
-        return [x / 2 for x, _ in rule], [w / 2 for _, w in rule]
+def _legendre(n: int, dps: int) -> tuple[tuple[mp.mpf, ...], tuple[mp.mpf, ...]]:
+    """n-point Gauss–Legendre nodes/weights on [-1/2, 1/2] at ``dps`` digits (Newton from the
+    float64 nodes, using the three-term recurrence for P_n)."""
+    x0, _ = np.polynomial.legendre.leggauss(n)
+    nodes, weights = [], []
+    with mp.workdps(dps + 10):
+        tol = mp.mpf(10) ** (-dps - 5)
+        for guess in x0[: (n + 1) // 2]:
+            x = mp.mpf(float(guess))
+            for _ in range(100):
+                p0, p1 = mp.mpf(1), x
+                for k in range(2, n + 1):
+                    p0, p1 = p1, ((2 * k - 1) * x * p1 - (k - 1) * p0) / k
+                dp = n * (x * p1 - p0) / (x * x - 1)
+                step = p1 / dp
+                x -= step
+                if abs(step) < tol:
+                    break
+            p0, p1 = mp.mpf(1), x
+            for k in range(2, n + 1):
+                p0, p1 = p1, ((2 * k - 1) * x * p1 - (k - 1) * p0) / k
+            dp = n * (x * p1 - p0) / (x * x - 1)
+            w = 1 / ((1 - x * x) * dp * dp)  # 2/((1-x^2) P'^2), halved for [-1/2, 1/2]
+            nodes.append(x / 2)
+            weights.append(w)
+        full_nodes = [*nodes, *(-x for x in reversed(nodes[: n // 2]))]
+        full_weights = [*weights, *reversed(weights[: n // 2])]
+    return tuple(+x for x in full_nodes), tuple(+w for w in full_weights)
 
 
-def _panels(breaks: list[mp.mpf], fn: Callable, dps: int) -> mp.mpf:
-    xs, ws = _gauss_legendre(dps)
+def _nodes_for(digits: float) -> int:
+    n = math.ceil(NODES_PER_DIGIT * max(digits, 1.0)) + NODE_MARGIN
+    return 4 * math.ceil(n / 4)  # share rules between nearby digit counts
+
+
+def _growth_digits(g: Scaled, lo: float, hi: float, order: int) -> float:
+    """log10(max |g^(order)| over [lo, hi] / rms): how far a panel's integrand can exceed the
+    result's scale (plus half a digit for the crude rms estimate)."""
+    z = np.linspace(lo, hi, 2001)
+    with np.errstate(all="ignore"):
+        values = np.abs(g(z, order))
+        rms = math.sqrt(float(np.sum(values**2 * np.exp(-0.5 * z * z)) * (z[1] - z[0])
+                              / math.sqrt(2 * math.pi)))
+    top = float(np.max(values))
+    if not (rms > 0 and math.isfinite(top)):
+        return 0.0
+    return max(0.0, math.log10(top / rms)) + 0.5
+
+
+def _log10_pdf_max(lo: float, hi: float) -> float:
+    """log10 of max over [lo, hi] of exp(-z^2/2) (relative to the peak at 0)."""
+    zmin = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    return -0.5 * zmin * zmin * LOG10_E
+
+
+def _panels(breaks: list[mp.mpf], fn: Callable, digits: float, dps: int) -> mp.mpf:
+    """Sum over consecutive ``breaks`` of Gauss–Legendre rules sized for each panel's share:
+    ``fn(z)`` is assumed bounded by ``exp(-z^2/2)`` times the scale (``digits`` = digits needed
+    relative to that scale)."""
     total = mp.mpf(0)
     for lo, hi in zip(breaks[:-1], breaks[1:], strict=True):
         width = hi - lo
         if width <= 0:
             continue
+        need = digits + _log10_pdf_max(float(lo), float(hi)) + math.log10(float(width))
+        if need <= 0:
+            continue
+        xs, ws = _legendre(_nodes_for(need), dps)
         mid = (lo + hi) / 2
         total += width * mp.fsum(w * fn(mid + width * x) for x, w in zip(xs, ws, strict=True))
     return total
@@ -102,9 +185,55 @@ def _merge(float_breaks: np.ndarray, exact: list[mp.mpf], lo: mp.mpf, hi: mp.mpf
     return [lo, *sorted(points + exact), hi]
 
 
+class _InnerRule:
+    """Inner (t) panels for one c: fixed nodes/weights (times pdf) when they do not move with z1."""
+
+    def __init__(self, f2: Scaled, g2: _ScaledMP, c: mp.mpf, s: mp.mpf, t_max: mp.mpf,
+                 dps: int) -> None:
+        self.f2, self.g2, self.c, self.s, self.t_max, self.dps = f2, g2, c, s, t_max, dps
+        self.kinks = g2.kinks_z()
+        self.steep = abs(f2.a) * float(s) > 1.0
+        self.grid = np.arange(-float(t_max), float(t_max) + 0.5, 1.0)
+        self.fixed: dict[int, tuple[list[mp.mpf], list[mp.mpf]]] = {}
+
+    def breaks(self, z1: mp.mpf) -> list[mp.mpf]:
+        grid = self.grid
+        if self.steep:
+            xs = np.arange(-FEATURE_RANGE, FEATURE_RANGE + 0.5, 1.0)
+            moving = ((xs - self.f2.b) / self.f2.a - float(self.c * z1)) / float(self.s)
+            grid = np.unique(np.concatenate([grid, moving]))
+        exact = [(k - self.c * z1) / self.s for k in self.kinks]
+        return _merge(grid, exact, -self.t_max, self.t_max)
+
+    def rule(self, z1: mp.mpf, digits: float) -> tuple[list[mp.mpf], list[mp.mpf]]:
+        """Nodes t and weights w * pdf(t) of the inner rule at ``digits``."""
+        moves = self.steep or bool(self.kinks)
+        key = math.ceil(digits)
+        if not moves and key in self.fixed:
+            return self.fixed[key]
+        ts: list[mp.mpf] = []
+        ws: list[mp.mpf] = []
+        breaks = self.breaks(z1)
+        for lo, hi in zip(breaks[:-1], breaks[1:], strict=True):
+            width = hi - lo
+            if width <= 0:
+                continue
+            need = key + _log10_pdf_max(float(lo), float(hi)) + math.log10(float(width))
+            if need <= 0:
+                continue
+            xs, wx = _legendre(_nodes_for(need), self.dps)
+            mid = (lo + hi) / 2
+            for x, w in zip(xs, wx, strict=True):
+                t = mid + width * x
+                ts.append(t)
+                ws.append(width * w * _pdf(t))
+        if not moves:
+            self.fixed[key] = (ts, ws)
+        return ts, ws
+
+
 def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps: int) -> mp.mpf:
-    """d^order K/dc^order at one c: fixed Gauss–Legendre panels (the float64 route's panel
-    layout) in both variables, with every kink placed exactly at working precision."""
+    """d^order K/dc^order at one c, at ``dps`` working digits."""
     g1, g2 = _ScaledMP(act, q1), _ScaledMP(act, q2)
     direct = min(order, act.smooth_order)
     extra = order - direct
@@ -117,37 +246,37 @@ def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps:
                 f"{act.name!r} with q1 != q2 is not supported; evaluate at |c| < 1"
             )
         sign = 1 if c > 0 else -1
-        kinks = sorted(set(g1.kinks_z()) | {sign * k for k in g2.kinks_z()})
-        return _expect_1d(lambda z: g1(z, direct) * g2(sign * z, direct), kinks)
+        flipped = _ScaledMP(act, q2)
+        flipped.a, flipped.gamma = sign * flipped.a, flipped.gamma * sign**direct
+        return _expect_1d(lambda z: g1(z, direct) * flipped(z, direct), g1, (flipped,))
     s = mp.sqrt((1 - c) * (1 + c))
     weight = density_weight(extra, "mpmath") if extra else None
     f1, f2 = Scaled.of(act, float(q1)), Scaled.of(act, float(q2))
-    drop = (dps + GUARD_DIGITS) * math.log(10.0)
+    drop = dps * math.log(10.0)
     lo, hi = _envelope_range([f1], power=2, drop=drop)
     lo2, hi2 = _envelope_range([f2], power=2, drop=drop)
     t_max = mp.mpf(max(-lo2, hi2))
+    growth = _growth_digits(f1, lo, hi, direct) + _growth_digits(f2, lo2, hi2, direct)
+    if weight is not None:  # |P_m(z1, z2, c)| <~ (|z|^2 / s^4)^m with |z| <= 40
+        growth += extra * (3.2 + 4 * max(0.0, -math.log10(float(s))))
     kinks2 = g2.kinks_z()
     outer_exact = list(g1.kinks_z()) + ([k / c for k in kinks2] if c != 0 else [])
     outer = _merge(_outer_breaks(f1, f2, float(c), float(s), lo, hi), outer_exact,
                    mp.mpf(lo), mp.mpf(hi))
-    t_grid = np.arange(-float(t_max), float(t_max) + 0.5, 1.0)
+    inner = _InnerRule(f2, g2, c, s, t_max, dps)
+    digits = dps + growth
 
-    def inner(z1: mp.mpf) -> mp.mpf:
-        exact = [(k - c * z1) / s for k in kinks2]
-        grid = t_grid
-        if abs(f2.a) * float(s) > 1.0:
-            xs = np.arange(-FEATURE_RANGE, FEATURE_RANGE + 0.5, 1.0)
-            grid = np.concatenate([grid, ((xs - f2.b) / f2.a - float(c * z1)) / float(s)])
-        breaks = _merge(np.unique(grid), exact, -t_max, t_max)
+    def outer_fn(z1: mp.mpf) -> mp.mpf:
+        ts, ws = inner.rule(z1, digits + _log10_pdf_max(float(z1), float(z1)) + 3)
+        cz = c * z1
+        if weight is None:
+            acc = mp.fsum(w * g2(cz + s * t, direct) for t, w in zip(ts, ws, strict=True))
+        else:
+            acc = mp.fsum(w * g2(cz + s * t, direct) * weight(z1, cz + s * t, c)
+                          for t, w in zip(ts, ws, strict=True))
+        return g1(z1, direct) * _pdf(z1) * acc
 
-        def integrand(t: mp.mpf) -> mp.mpf:
-            z2 = c * z1 + s * t
-            value = g2(z2, direct) * _pdf(t)
-            return value * weight(z1, z2, c) if weight else value
-
-        return _panels(breaks, integrand, dps + GUARD_DIGITS)
-
-    return _panels(outer, lambda z1: g1(z1, direct) * _pdf(z1) * inner(z1), dps + GUARD_DIGITS)
+    return _panels(outer, outer_fn, digits, dps)
 
 
 def _vectorize(values, fn: Callable):
@@ -171,10 +300,10 @@ def qmap(act: Activation, q, order: int, dps: int):
                 raise ValueError(f"q must be positive, got {qi!r}")
             g = _ScaledMP(act, qv)
             if order == 0:
-                value = _expect_1d(lambda z: g(z) ** 2, g.kinks_z())
+                value = _expect_1d(lambda z: g(z) ** 2, g)
             else:
                 poly = q_derivative_weight(order, "mpmath")
-                value = _expect_1d(lambda z: g(z) ** 2 * poly(z), g.kinks_z()) / qv**order
+                value = _expect_1d(lambda z: g(z) ** 2 * poly(z), g) / qv**order
         return +value
 
     return _vectorize(q, one)
@@ -192,7 +321,7 @@ def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
             cv = mp.mpf(ci)
             if abs(cv) > 1:
                 raise ValueError(f"c values must lie in [-1, 1], got {ci!r}")
-            value = _kernel(act, mq1, mq2, cv, order, dps) / norm
+            value = _kernel(act, mq1, mq2, cv, order, dps + GUARD_DIGITS) / norm
         return +value
 
     return _vectorize(c, one)
@@ -203,16 +332,15 @@ def local_summary(act: Activation, dps: int) -> dict[str, mp.mpf]:
     dps = _check_dps(dps)
     with mp.workdps(dps + GUARD_DIGITS):
         g = _ScaledMP(act, mp.mpf(1))
-        kinks = g.kinks_z()
-        q_value = _expect_1d(lambda z: g(z) ** 2, kinks)
+        q_value = _expect_1d(lambda z: g(z) ** 2, g)
         if q_value == 0:
             raise ValueError(f"{act!r} is identically zero in distribution: E[phi(z)^2] = 0")
-        mean = _expect_1d(g, kinks)
-        mean_slope = _expect_1d(lambda z: g(z) * z, kinks)
-        q_slope = _expect_1d(lambda z: g(z) ** 2 * (z * z - 1), kinks) / 2
+        mean = _expect_1d(g, g)
+        mean_slope = _expect_1d(lambda z: g(z) * z, g)
+        q_slope = _expect_1d(lambda z: g(z) ** 2 * (z * z - 1), g) / 2
         smooth = act.smooth_order
-        slope_sq = _expect_1d(lambda z: g(z, 1) ** 2, kinks) if smooth >= 1 else mp.inf
-        curv_sq = _expect_1d(lambda z: g(z, 2) ** 2, kinks) if smooth >= 2 else mp.inf
+        slope_sq = _expect_1d(lambda z: g(z, 1) ** 2, g) if smooth >= 1 else mp.inf
+        curv_sq = _expect_1d(lambda z: g(z, 2) ** 2, g) if smooth >= 2 else mp.inf
         values = {
             "q_value": q_value,
             "q_slope": q_slope,

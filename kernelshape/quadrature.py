@@ -143,22 +143,22 @@ def expect_1d(fns: list[tuple[Scaled, int]], weight: Callable | None = None) -> 
 def _outer_breaks(g1: Scaled, g2: Scaled, c: float, s: float, lo: float, hi: float) -> np.ndarray:
     """Outer panels: those of g1, plus where E[g2(z2) | z1] changes on the scale s.
 
-    Given z1, z2 is spread by s around c*z1, so each kink (or unit feature step) of g2 at
-    z2 = k appears in the outer integrand as a smoothed kink of width ~s at z1 = k/c;
-    panels shrink geometrically towards those points.
+    Given z1, z2 is spread by s around c*z1, so each kink of g2 at z2 = k appears in the outer
+    integrand as a smoothed kink of width ~s at z1 = k/c; panels shrink geometrically towards
+    those points. Where g2 merely varies on a unit scale of its own coordinate (feature points),
+    the conditional mean is at least as smooth as g2, so those points only become breaks.
     """
     parts = [_breaks_1d([g1], lo, hi)]
     if c != 0.0:
-        centres = [g2.kinks_z()]
-        if abs(g2.a) > 1.0:
-            centres.append(g2.feature_points(lo * c, hi * c, whole_range=False))
-        centres = np.concatenate(centres) / c
-        centres = centres[(centres > lo) & (centres < hi)]
-        if centres.size and s < 0.5:
+        kinks = g2.kinks_z() / c
+        kinks = kinks[(kinks > lo) & (kinks < hi)]
+        if kinks.size and s < 0.5:
             steps = s * 2.0 ** np.arange(-2, math.ceil(math.log2(1.0 / s)) + 1)
             offsets = np.concatenate([-steps, steps])
-            parts.append((centres[:, None] + offsets[None, :]).ravel())
-        parts.append(centres)
+            parts.append((kinks[:, None] + offsets[None, :]).ravel())
+        parts.append(kinks)
+        if abs(g2.a) > 1.0:
+            parts.append(g2.feature_points(lo * c, hi * c, whole_range=False) / c)
     breaks = np.unique(np.concatenate(parts))
     return breaks[(breaks >= lo) & (breaks <= hi)]
 

@@ -249,53 +249,70 @@ def test_export_round_trip(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- bad input
 
+# Bad inputs run through the installed script (name: args, words the message must contain).
 BAD = {
-    # name: (args, words the message must contain)
     "unknown_activation": (["maps", "tanhh"], ["unknown activation 'tanhh'", "built-ins:"]),
     "malicious": (["maps", MALICIOUS], ["invalid activation expression", "allowed:"]),
     "bad_transform_json": (["maps", "tanh", "--transform", "{bad"],
                            ["--transform is not valid JSON", "input_scale"]),
-    "bad_transform_key": (["maps", "tanh", "--transform", '{"scale": 2}'],
-                          ["unknown key(s) scale", "allowed: input_scale"]),
-    "bad_c": (["maps", "tanh", "--c", "0,1.5"], ["[-1, 1]"]),
-    "bad_dps": (["maps", "tanh", "--dps", "3"], ["between 5 and 1000"]),
     "invalid_spec": (["shape", "--net", "bogus:depth=3", "--method", "dks"],
                      ["unknown network preset 'bogus'", "mlp"]),
-    "bad_spec_option": (["shape", "--net", "mlp:depth=3,colour=red", "--method", "dks"],
-                        ["no option 'colour'", "depth"]),
     "negative_depth": (["shape", "--net", "mlp:depth=-3,activation=tanh", "--method", "dks"],
                        ["positive integer", "-3"]),
     "zeta_one": (["shape", "--net", "mlp:depth=3,activation=tanh", "--method", "dks",
                   "--zeta", "1"], ["unattainable", "zeta > 1"]),
-    "tau_with_dks": (["shape", "--net", "mlp:depth=3", "--method", "dks", "--tau", "0.3"],
-                     ["--tau applies to --method tat"]),
-    "unknown_method": (["shape", "--net", "mlp:depth=3", "--method", "foo"],
-                       ["invalid choice: 'foo'", "dks"]),
     "unwritable_shape_output": (["shape", "--net", "mlp:depth=3,activation=tanh", "--method",
                                  "dks", "-o", "/nonexistent-kernelshape-dir/c.json"],
                                 ["cannot write", "does not exist"]),
     "unwritable_export_output": (["export", "constants.json", "--to", "numpy", "-o",
                                   "/nonexistent-kernelshape-dir/a.py"],
                                  ["cannot write", "does not exist"]),
+    "unknown_method": (["shape", "--net", "mlp:depth=3", "--method", "foo"],
+                       ["invalid choice: 'foo'", "dks"]),
+    "json_error": (["maps", "tanhh", "--json"], ["unknown activation"]),
+}
+# More bad inputs, through kernelshape.cli.main in-process (same code path, no start-up cost).
+BAD_IN_PROCESS = {
+    "bad_transform_key": (["maps", "tanh", "--transform", '{"scale": 2}'],
+                          ["unknown key(s) scale", "allowed: input_scale"]),
+    "bad_transform_value": (["maps", "tanh", "--transform", '{"input_scale": "big"}'],
+                            ["input_scale must be a number"]),
+    "bad_c": (["maps", "tanh", "--c", "0,1.5"], ["[-1, 1]"]),
+    "bad_c_text": (["maps", "tanh", "--c", "0,a"], ["'a' is not a number"]),
+    "bad_q": (["maps", "tanh", "--q", "-1"], ["must be > 0"]),
+    "bad_dps": (["maps", "tanh", "--dps", "3"], ["between 5 and 1000"]),
+    "bad_param": (["maps", "tanh", "--param", "negative_slope=0.2"], ["has no parameter"]),
+    "bad_spec_option": (["shape", "--net", "mlp:depth=3,colour=red", "--method", "dks"],
+                        ["no option 'colour'", "depth"]),
+    "tau_with_dks": (["shape", "--net", "mlp:depth=3", "--method", "dks", "--tau", "0.3"],
+                     ["--tau applies to --method tat"]),
+    "eta_range": (["shape", "--net", "mlp:depth=3", "--method", "tat", "--eta", "1.5"],
+                  ["0 < eta < 1"]),
+    "two_activations": (["shape", "--net", "mlp:depth=3", "--method", "dks", "--activation",
+                         "tanh", "--activation", "relu"], ["give --activation once"]),
     "unknown_framework": (["export", "constants.json", "--to", "caffe"],
                           ["unknown export target 'caffe'", "pytorch"]),
     "missing_constants": (["export", "missing.json", "--to", "numpy"], ["does not exist"]),
     "corrupted_constants": (["export", "corrupted.json", "--to", "numpy"],
                             ["corrupted constants file"]),
     "train_without_net": (["train", "--method", "none"], ["--net SPEC", "--resume DIR"]),
+    "train_resume_clash": (["train", "--resume", ".", "--net", "mlp:depth=3"],
+                           ["drop --net"]),
     "unknown_option": (["maps", "tanh", "--colour"], ["unrecognized arguments: --colour"]),
-    "json_error": (["maps", "tanhh", "--json"], ["unknown activation"]),
+    "unknown_command": (["bogus"], ["invalid choice: 'bogus'"]),
 }
+
+
+def _bad_files(directory: Path) -> None:
+    tanh_document(directory / "constants.json")
+    (directory / "corrupted.json").write_text('{"format": "kernelshape.constants", ')
 
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("bad")
-    tanh_document(cwd / "constants.json")
-    (cwd / "corrupted.json").write_text('{"format": "kernelshape.constants", ')
-    commands = {name: args for name, (args, _) in BAD.items()}
-    commands["debug"] = ["maps", "tanhh"]
-    procs = run_many({k: v for k, v in commands.items() if k != "debug"}, cwd)
+    _bad_files(cwd)
+    procs = run_many({name: args for name, (args, _) in BAD.items()}, cwd)
     procs["debug"] = run("maps", "tanhh", cwd=cwd, env={"KS_DEBUG": "1"})
     return procs
 
@@ -308,6 +325,22 @@ def test_bad_input_exits_2_with_a_helpful_message(bad_runs: dict, name: str) -> 
     for words in BAD[name][1]:
         assert words in proc.stderr, proc.stderr
     assert proc.stdout == ""  # nothing on stdout, also with --json
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IN_PROCESS))
+def test_more_bad_input_in_process(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from kernelshape.cli import main
+
+    _bad_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KS_DEBUG", raising=False)
+    args, words = BAD_IN_PROCESS[name]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    for word in words:
+        assert word in err, err
 
 
 def test_malicious_expression_never_runs(bad_runs: dict) -> None:
@@ -394,29 +427,46 @@ def test_shape_json_dks(tmp_path: Path) -> None:
     assert found["q_slope"] == pytest.approx(1.0, abs=1e-8)
     assert found["c_value_0"] == pytest.approx(0.0, abs=1e-8)
     assert parse_spec(spec).max_slope(found["c_slope_1"]) == pytest.approx(1.5, rel=1e-7)
+    assert data["network_check"]["value"] == pytest.approx(1.5, rel=1e-9)
     exported = run("export", "c.json", "--to", "pytorch", "-o", "dks.py", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     compile((tmp_path / "dks.py").read_text(), "dks.py", "exec")
 
 
 @needs_solver
-def test_shape_human_and_leaky_relu_tat(tmp_path: Path) -> None:
+def test_shape_human_leaky_relu_and_infeasible(tmp_path: Path) -> None:
     procs = run_many({
-        "human": ["shape", "--net", "mlp:depth=10,activation=tanh", "--method", "tat"],
+        "human": ["shape", "--net", "mlp:depth=10,activation=softplus", "--activation", "tanh",
+                  "--method", "tat", "--all-solutions"],
         "leaky": ["shape", "--net", "mlp:depth=50,activation=leaky_relu", "--method", "tat",
                   "--eta", "0.9", "--json"],
+        "infeasible": ["shape", "--net", "mlp:depth=5,activation=leaky_relu", "--method", "tat",
+                       "--eta", "0.9"],
     }, tmp_path)
     human = procs["human"]
     assert human.returncode == 0, human.stderr
+    assert "all solutions found" in human.stdout
+    assert "activation=tanh" in human.stdout and "phi(x) = tanh(x)" in human.stdout
     assert "phi_hat(x) =" in human.stdout and "residual" in human.stdout
+    assert "network condition: max_f C''_f(1)" in human.stdout
     leaky = one_json(procs["leaky"])
     assert "negative_slope" in leaky["activations"]["leaky_relu"]
+    assert leaky["network_check"]["value"] == pytest.approx(0.9, abs=1e-9)
+    infeasible = procs["infeasible"]
+    assert infeasible.returncode == 2 and "Traceback" not in infeasible.stderr
+    assert "eta" in infeasible.stderr and infeasible.stdout == ""
 
 
-@pytest.mark.slow
 @needs_solver
-def test_demo(tmp_path: Path) -> None:
-    proc = run("demo", "--out", "out", cwd=tmp_path, timeout=600)
+def test_demo_writes_constants_and_pytorch(tmp_path: Path) -> None:
+    from kernelshape.constants import load_constants
+
+    proc = run("demo", "--out", "out/demo", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "out" / "constants.json").is_file()
-    assert (tmp_path / "out" / "constants_pytorch.py").is_file()
+    doc = load_constants(tmp_path / "out" / "demo" / "constants.json")
+    assert doc["method"] == "dks" and "softplus" in doc["activations"]
+    compile((tmp_path / "out" / "demo" / "constants_pytorch.py").read_text(), "demo", "exec")
+    for name in ("mlp100-tanh", "resnet101-softplus"):
+        for method in ("dks", "tat"):
+            assert (tmp_path / "out" / "demo" / f"{name}-{method}.json").is_file()
+    assert proc.stdout.count("certificate: max |residual|") == 4

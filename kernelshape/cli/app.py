@@ -284,7 +284,7 @@ def _debug() -> bool:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
-        return f"unknown key {exc.args[0]!r}" if exc.args else "unknown key"
+        return f"KeyError: {exc.args[0]!r}" if exc.args else "KeyError"
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.strerror or exc}: {exc.filename}"
     return str(exc) or type(exc).__name__
@@ -303,8 +303,13 @@ def _run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Nam
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kernelshape`` console script; returns the exit code."""
     debug = _debug()
-    if not debug:
-        warnings.showwarning = _show_warning
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning
+        return _main(argv, debug)
+
+
+def _main(argv: Sequence[str] | None, debug: bool) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

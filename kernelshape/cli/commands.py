@@ -37,6 +37,7 @@ SUMMARY_MEANING = {
     "c_curv_1": "C''(1) = E[phi''(z)^2] / Q(1)",
 }
 ROUTES = {"closed": "closed-form dual kernel (float64)",
+          "hermite": "certified Hermite series from 1-D quadratures (float64)",
           "quadrature": "Gaussian quadrature, split at any kinks (float64)"}
 
 
@@ -167,8 +168,8 @@ def activations(args: argparse.Namespace) -> int:
              "",
              f"{len(rows)} built-ins. Any expression in x also works, e.g. "
              "'x*tanh(softplus(x))'.",
-             "route: 'closed' = exact dual kernel, 'quadrature' = Gaussian quadrature "
-             "split at kinks."]
+             "route (float64 C map): " + "; ".join(f"{k} = {v.removesuffix(' (float64)')}"
+                                                   for k, v in ROUTES.items()) + "."]
     emit(args, {"activations": rows}, "\n".join(lines))
     return 0
 
@@ -208,10 +209,11 @@ def maps(args: argparse.Namespace) -> int:
         for n, q in enumerate(qs):
             bar.update(f"Q({fmt(q)}) ({len(cs) + n + 2}/{points})")
             qvals.append(qmap(act, q, dps=dps))
-    how = f"mpmath, {dps} significant digits" if dps is not None else ROUTES[route(act)]
+    used = route(act)
+    how = f"mpmath, {dps} significant digits" if dps is not None else ROUTES.get(used, used)
     payload: dict[str, Any] = {
         "activation": act.name, "params": dict(act.params), "transform": act.transform.as_dict(),
-        "formula": act.formula, "route": "mp" if dps is not None else route(act), "dps": dps,
+        "formula": act.formula, "route": "mp" if dps is not None else used, "dps": dps,
         **summary,
     }
     if cs:
@@ -361,9 +363,12 @@ def solution_text(payload: Mapping[str, Any], dps: int | None = None) -> str:
         if rows:
             lines.append("")
             lines.append(table(["local condition", "target", "residual"], rows))
-        for n, alt in enumerate(payload.get("alternatives", {}).get(key, []), 1):
-            lines.append(f"  alternative {n}: " + ", ".join(f"{k}={fmt(v, dps)}"
-                                                             for k, v in dict(alt).items()))
+        found = [dict(alt) for alt in payload.get("alternatives", {}).get(key, [])]
+        if found:
+            columns = list(dict.fromkeys(k for alt in found for k in alt))
+            lines += ["", f"all solutions found ({len(found)}):",
+                      table(columns, [[fmt(alt.get(c, "-"), dps) for c in columns]
+                                      for alt in found])]
         lines.append("")
     for key, block in (payload.get("eoc") or {}).items():
         lines.append(f"edge of chaos ({key}): " + ", ".join(f"{k} = {fmt(v, dps)}"
@@ -384,7 +389,7 @@ def solution_text(payload: Mapping[str, Any], dps: int | None = None) -> str:
 def solver() -> Any:
     """``kernelshape.solve.shape`` (Unavailable until the solver exists)."""
     return optional_function("kernelshape.solve", "shape", "the solver",
-                             "it lands with the solver issue")
+                             "it lands with issue 4, shaping solvers")
 
 
 def shape(args: argparse.Namespace) -> int:
@@ -466,15 +471,15 @@ def export(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     """kernelshape verify: dispatched to ``kernelshape.verify.run_cli(args)``."""
-    run_cli = optional_function("kernelshape.verify", "run_cli", "kernelshape verify",
-                                "it lands with the verification issue")
+    run_cli = optional_function("kernelshape.verify", "run_cli", "this command",
+                                "it lands with issue 6, theory checks and plots")
     return int(run_cli(args) or 0)
 
 
 def plot(args: argparse.Namespace) -> int:
     """kernelshape plot: dispatched to ``kernelshape.plots.run_cli(args)``."""
-    run_cli = optional_function("kernelshape.plots", "run_cli", "kernelshape plot",
-                                "it lands with the plots issue")
+    run_cli = optional_function("kernelshape.plots", "run_cli", "this command",
+                                "it lands with issue 6, theory checks and plots")
     return int(run_cli(args) or 0)
 
 

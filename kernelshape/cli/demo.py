@@ -36,7 +36,7 @@ def _plot(out: str) -> str:
     """Draw the degeneration plot with kernelshape.plots, or say why not."""
     try:
         run_cli = optional_function("kernelshape.plots", "run_cli", "the C-map degeneration "
-                                    "plot", "it lands with the plots issue")
+                                    "plot", "it lands with issue 6, theory checks and plots")
     except Unavailable as exc:
         return f"plot: skipped: {exc}"
     path = os.path.join(out, "cmap_degeneration.png")

@@ -120,14 +120,18 @@ def check_output_path(path: str, what: str) -> Path:
 
 
 def check_output_dir(path: str, what: str) -> Path:
-    """A directory that exists or can be created, and is writable."""
+    """A directory that exists and is writable, or can be created (with its parents)."""
     target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"cannot use {path!r} as the {what}: it is a file, not a directory")
-    if not target.exists():
-        check_output_path(path, what)
-    elif not os.access(target, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot use {path!r} as the {what}: it is not writable")
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.exists():
+        existing = Path(".")
+    if not existing.is_dir():
+        raise UsageError(f"cannot use {path!r} as the {what}: {str(existing)!r} is a file, "
+                         "not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot use {path!r} as the {what}: {str(existing)!r} is not writable")
     return target
 
 

@@ -131,9 +131,10 @@ def _newton(system: System, alpha: np.ndarray, beta: np.ndarray, branch: np.ndar
             safe_det = np.where(keep, det, 1.0)
             da = -(jac[:, 1, 1] * res[:, 0] - jac[:, 0, 1] * res[:, 1]) / safe_det
             db = -(-jac[:, 1, 0] * res[:, 0] + jac[:, 0, 0] * res[:, 1]) / safe_det
-        size = np.maximum(np.abs(da) / a, np.abs(db) / np.maximum(1.0, np.abs(b)))
-        scale = np.minimum(1.0, 0.5 / np.maximum(size, 1e-300))
-        a_new, b_new = a + scale * da, b + scale * db
+        with np.errstate(all="ignore"):  # non-finite steps of dropped starts
+            size = np.maximum(np.abs(da) / a, np.abs(db) / np.maximum(1.0, np.abs(b)))
+            scale = np.minimum(1.0, 0.5 / np.maximum(size, 1e-300))
+            a_new, b_new = a + scale * da, b + scale * db
         inside = (a_new > ALPHA_RANGE[0] * 0.1) & (a_new < 2 * ALPHA_RANGE[1])
         inside &= np.abs(b_new) < 2 * max(abs(BETA_RANGE[0]), BETA_RANGE[1])
         keep &= inside

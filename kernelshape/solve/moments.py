@@ -15,6 +15,7 @@ Jacobian. :class:`Dual` carries (value, gradient) pairs through the residual for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -69,10 +70,19 @@ class Dual:
         return Dual(r, self.g / (2.0 * r[:, None]))
 
 
+@cache
+def _hermite_rule(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)
+    z.setflags(write=False)
+    w = w / np.sqrt(2.0 * np.pi)
+    w.setflags(write=False)
+    return z, w
+
+
 def hermite_rule() -> tuple[np.ndarray, np.ndarray]:
-    """Gauss–Hermite nodes/weights for E[f(z)] (probabilists'): fast, for the search phase."""
-    z, w = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
-    return z, w / np.sqrt(2.0 * np.pi)
+    """Gauss–Hermite nodes/weights for E[f(z)] (probabilists'): fast, for the search phase
+    (computed once; read-only arrays)."""
+    return _hermite_rule(HERMITE_NODES)
 
 
 def panel_nodes(act: Activation, alpha: float, beta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -102,22 +112,31 @@ class Moments:
         """``z, w``: nodes and (pdf-including) weights, shape (m,) or (n, m)."""
         alpha = np.asarray(alpha, dtype=float)
         beta = np.asarray(beta, dtype=float)
-        z2 = np.broadcast_to(z, (alpha.size, np.shape(z)[-1]))
-        w2 = np.broadcast_to(w, z2.shape)
-        x = alpha[:, None] * z2 + beta[:, None]
+        base = act.base if not act.transform.is_identity else act
+        z = np.asarray(z, dtype=float)
+        x = alpha[:, None] * z + beta[:, None]
         with np.errstate(all="ignore"):
-            offset = act.base.base_derivative(beta, 0)
-            f0 = act.base.base_derivative(x, 0) - offset[:, None]
-            f1 = act.base.base_derivative(x, 1) if act.smooth_order >= 1 else None
-            f2 = act.base.base_derivative(x, 2) if curvature and act.smooth_order >= 2 else None
-        powers = np.stack([np.ones_like(z2), z2, z2**2, z2**3, z2**4], axis=-1)
-        weighted = w2[..., None] * powers  # (n, m, 5)
-        table = {"phi": np.einsum("nm,nmj->nj", f0, weighted),
-                 "phi2": np.einsum("nm,nmj->nj", f0 * f0, weighted)}
+            offset = base.base_derivative(beta, 0)
+            f0 = base.base_derivative(x, 0) - offset[:, None]
+            f1 = base.base_derivative(x, 1) if act.smooth_order >= 1 else None
+            f2 = base.base_derivative(x, 2) if curvature and act.smooth_order >= 2 else None
+        if z.ndim == 1:  # shared nodes: one (n, m) @ (m, 5) product per H
+            weighted = np.asarray(w, dtype=float)[:, None] * np.vander(z, 5, increasing=True)
+
+            def moments(values: np.ndarray) -> np.ndarray:
+                return values @ weighted
+        else:
+            z2 = np.broadcast_to(z, x.shape)
+            weighted3 = np.broadcast_to(w, x.shape)[..., None] * np.stack(
+                [np.ones_like(z2), z2, z2**2, z2**3, z2**4], axis=-1)  # (n, m, 5)
+
+            def moments(values: np.ndarray) -> np.ndarray:
+                return np.einsum("nm,nmj->nj", values, weighted3)
+        table = {"phi": moments(f0), "phi2": moments(f0 * f0)}
         if f1 is not None:
-            table["dphi2"] = np.einsum("nm,nmj->nj", f1 * f1, weighted)
+            table["dphi2"] = moments(f1 * f1)
         if f2 is not None:
-            table["ddphi2"] = np.einsum("nm,nmj->nj", f2 * f2, weighted)
+            table["ddphi2"] = moments(f2 * f2)
         return cls(alpha, table, offset)
 
     def plain(self, h: str) -> Dual:

@@ -98,29 +98,94 @@ def _dks_relu(xi: float) -> tuple[Transform, list[str]]:
         _, var, cdf = _shifted_relu_moments(alpha, beta)
         return alpha * alpha * cdf / var - xi
 
-    alpha = math.exp(brentq(slope, -6.0, 8.0, xtol=1e-15, rtol=8.9e-16))
+    # beta = -1: relu(alpha z - 1) vanishes except in the far tail as alpha -> 0, and the
+    # closed-form variance cancels catastrophically; alpha >= 0.3 keeps C'(1) accurate to
+    # 3e-14 (C'(1) <= 7.7 there). beta = +1: C'(1) rises from 1 (alpha -> 0) to the threshold.
+    lo, hi = (-6.0 if beta > 0 else math.log(0.3)), 20.0
+    if slope(lo) * slope(hi) > 0:
+        if beta < 0 and slope(lo) < 0:
+            raise InfeasibleError(
+                f"relu reaches local slopes C'(1) up to {slope(lo) + xi:.6g} with accurate "
+                f"constants (input_shift -1, input_scale >= 0.3); this network needs "
+                f"xi = {xi!r}: lower zeta or use leaky_relu")
+        raise InfeasibleError(
+            f"xi = {xi!r} is too close to the centred-ReLU slope 1/(1-1/pi) = "
+            f"{RELU_SLOPE_THRESHOLD!r} for ReLU's reduced DKS system; change zeta slightly")
+    alpha = math.exp(brentq(slope, lo, hi, xtol=1e-15, rtol=8.9e-16))
     mean, var, _ = _shifted_relu_moments(alpha, beta)
     warning = ("relu: DKS drops the Q'(1) = 1 condition for ReLU (it has one degree of freedom "
                "less); leaky_relu is the better choice")
     return Transform(alpha, beta, -mean, 1.0 / math.sqrt(var)), [warning]
 
 
-def _dks_leaky(act: Activation, xi: float) -> Transform:
-    """Leaky-ReLU: input_shift 0 (where Q'(1) = 1 holds for every slope), slope a from
-    C'(1) = (1+a^2)/2 / Var = xi (closed form)."""
+def _leaky_moments(a: float, m: float) -> tuple[float, float, float, float]:
+    """(mean, variance, C'(1), Q'(1)) of the centred, unit-Q Leaky-ReLU ``lrelu_a(z + m)``
+    (closed forms; ``E[f f' z] = E[f'^2]`` and ``E[f' z] = (1 - a) pdf(m)``)."""
+    pdf = math.exp(-0.5 * m * m) / math.sqrt(2 * math.pi)
+    cdf, ccdf = 0.5 * math.erfc(-m / math.sqrt(2)), 0.5 * math.erfc(m / math.sqrt(2))
+    mean = (m * cdf + pdf) + a * (m * ccdf - pdf)
+    second = ((1 + m * m) * cdf + m * pdf) + a * a * ((1 + m * m) * ccdf - m * pdf)
+    var = second - mean * mean
+    slope_sq = cdf + a * a * ccdf
+    return mean, var, slope_sq / var, (slope_sq - mean * (1 - a) * pdf) / var
 
-    def slope(a: float) -> float:
-        var = (1 + a * a) / 2 - (1 - a) ** 2 / (2 * math.pi)
-        return (1 + a * a) / 2 / var - xi
 
-    if not 1.0 < xi < RELU_SLOPE_THRESHOLD:
+LEAKY_SHIFT_BOX = 6.0  # |input_shift| searched when local_q_slope != 1
+
+
+def _dks_leaky(act: Activation, xi: float, q_slope: float = 1.0) -> Transform:
+    """Leaky-ReLU: unknowns the slope a and the input shift m (input_scale 1; a scale is
+    redundant since lrelu(s x + b) = s lrelu(x + b/s)). With Q'(1) = 1 the shift is 0, where
+    Q'(1) = 1 holds for every slope, and a solves C'(1) = (1+a^2)/2 / Var = xi (closed form).
+    Otherwise a(m) solves C'(1) = xi for each shift and m solves Q'(1) = q_slope (the root
+    of smallest |m| in |m| <= 6)."""
+    if not 1.0 < xi:
+        raise InfeasibleError(f"leaky_relu needs a local slope C'(1) > 1; got xi = {xi!r}")
+    if q_slope == 1.0:
+        if not xi < RELU_SLOPE_THRESHOLD:
+            raise InfeasibleError(
+                f"leaky_relu reaches local slopes C'(1) in (1, {RELU_SLOPE_THRESHOLD:.12g}) "
+                f"only; this network needs xi = {xi!r}: lower zeta or use another activation")
+
+        def slope(a: float) -> float:
+            var = (1 + a * a) / 2 - (1 - a) ** 2 / (2 * math.pi)
+            return (1 + a * a) / 2 / var - xi
+
+        a = brentq(slope, 0.0, 1.0 - 1e-15, xtol=1e-16, rtol=8.9e-16)
+        mean = (1 - a) / math.sqrt(2 * math.pi)
+        var = (1 + a * a) / 2 - mean**2
+        return Transform(1.0, 0.0, -mean, 1.0 / math.sqrt(var), negative_slope=a)
+
+    def slope_at(m: float) -> float | None:
+        """The slope a in [0, 1) with C'(1) = xi at shift m (C'(1) = 1 at a = 1)."""
+        if _leaky_moments(0.0, m)[2] <= xi:
+            return None
+        return brentq(lambda a: _leaky_moments(a, m)[2] - xi, 0.0, 1.0 - 1e-15,
+                      xtol=1e-16, rtol=8.9e-16)
+
+    def gap(m: float) -> float:
+        a = slope_at(m)
+        return math.nan if a is None else _leaky_moments(a, m)[3] - q_slope
+
+    grid = np.linspace(-LEAKY_SHIFT_BOX, LEAKY_SHIFT_BOX, 241)
+    values = [gap(m) for m in grid]
+    roots = []
+    for lo, hi, vlo, vhi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
+        if math.isfinite(vlo) and math.isfinite(vhi) and (vlo == 0.0 or vlo * vhi < 0.0):
+            roots.append(lo if vlo == 0.0 else brentq(gap, lo, hi, xtol=1e-16, rtol=8.9e-16))
+    if not roots:
+        finite = [(abs(v), m) for m, v in zip(grid, values, strict=True) if math.isfinite(v)]
+        near = (f" (closest: Q'(1) off by {min(finite)[0]:.3g} at input_shift "
+                f"{min(finite)[1]:.3g})") if finite else ""
         raise InfeasibleError(
-            f"leaky_relu reaches local slopes C'(1) in (1, {RELU_SLOPE_THRESHOLD:.12g}) only; "
-            f"this network needs xi = {xi!r}: lower zeta or use another activation")
-    a = brentq(slope, 0.0, 1.0 - 1e-15, xtol=1e-16, rtol=8.9e-16)
-    mean = (1 - a) / math.sqrt(2 * math.pi)
-    var = (1 + a * a) / 2 - mean**2
-    return Transform(1.0, 0.0, -mean, 1.0 / math.sqrt(var), negative_slope=a)
+            f"leaky_relu: no negative_slope in [0, 1) and input_shift in [-6, 6] gives "
+            f"C'(1) = {xi!r} and Q'(1) = {q_slope!r}{near}; move local_q_slope towards 1 or "
+            "lower zeta")
+    m = min(roots, key=abs)
+    a = slope_at(m)
+    assert a is not None
+    mean, var, _, _ = _leaky_moments(a, m)
+    return Transform(1.0, m, -mean, 1.0 / math.sqrt(var), negative_slope=a)
 
 
 def _stable_tat_roots(act: Activation, roots: list[LocalRoot], tau_local: float,
@@ -231,8 +296,9 @@ def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
                 warnings.extend(extra)
                 local_targets[key] = {"q_value": 1.0, "c_value_0": 0.0, "c_slope_1": xi}
             elif act.name == "leaky_relu":
-                transforms[key] = _dks_leaky(act, xi)
-                local_targets[key] = {"q_value": 1.0, "q_slope": 1.0, "c_value_0": 0.0,
+                transforms[key] = _dks_leaky(act, xi, float(local_q_slope))
+                local_targets[key] = {"q_value": 1.0, "q_slope": float(local_q_slope),
+                                      "c_value_0": 0.0,
                                       "c_slope_1": xi}
             else:
                 local_targets[key] = {"q_value": 1.0, "q_slope": float(local_q_slope),

@@ -1,0 +1,84 @@
+"""Training-curve plots of a study (matplotlib, Okabe-Ito colour-blind-safe palette).
+
+Used until `kernelshape.plots` offers a training-curves plot; one PNG per
+(data, network depth, activation, optimizer): smoothed training loss against steps and
+against wall time (seconds since the first step, so compilation is excluded), mean over the
+seeds at the chosen learning rate with the min-max band.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+             "#000000"]
+LINESTYLES = ["-", "--", "-.", ":"]
+
+
+def _curves(doc: dict[str, Any], window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    from studies.run import smoothed
+    runs = [r for r in doc["runs"] if r["lr"] == doc.get("chosen_lr") and r["losses"]]
+    if not runs:
+        return None
+    n = min(len(r["losses"]) for r in runs)
+    loss = np.array([smoothed(r["losses"][:n], window) for r in runs])
+    t = np.array([np.asarray(r["times"][:n]) - r["times"][0] for r in runs])
+    return loss, np.arange(1, n + 1), np.median(t, axis=0)
+
+
+def plot_study(out: str, cfg: dict[str, Any]) -> list[str]:
+    """Write out/plots/*.png; returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cell_dir = os.path.join(out, "cells")
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for name in sorted(os.listdir(cell_dir)):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(cell_dir, name)) as f:
+            doc = json.load(f)
+        if doc.get("skipped"):
+            continue
+        c = doc["cell"]
+        key = (c["data"], c["network"]["preset"], c["depth"], c["activation"], c["optimizer"])
+        groups.setdefault(key, []).append(doc)
+    arms = [a["name"] for a in cfg["arms"]]
+    os.makedirs(os.path.join(out, "plots"), exist_ok=True)
+    paths = []
+    for key, docs in sorted(groups.items()):
+        data, preset, depth, act, opt = key
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+        for doc in sorted(docs, key=lambda d: arms.index(d["cell"]["arm"]["name"])):
+            cur = _curves(doc, cfg.get("smooth", 10))
+            if cur is None:
+                continue
+            loss, steps, t = cur
+            i = arms.index(doc["cell"]["arm"]["name"])
+            style = {"color": OKABE_ITO[i % len(OKABE_ITO)],
+                     "linestyle": LINESTYLES[i % len(LINESTYLES)],
+                     "label": f"{doc['cell']['arm']['name']} (lr {doc['chosen_lr']:g}, "
+                              f"n={len(loss)})"}
+            for ax, x in zip(axes, (steps, t), strict=True):
+                ax.plot(x, loss.mean(axis=0), **style)
+                ax.fill_between(x, loss.min(axis=0), loss.max(axis=0),
+                                color=style["color"], alpha=0.15, linewidth=0)
+        for t in cfg.get("target_losses", []):
+            for ax in axes:
+                ax.axhline(t, color="grey", linewidth=0.6, linestyle=":")
+        axes[0].set_xlabel("training step")
+        axes[1].set_xlabel("wall time since first step (s)")
+        axes[0].set_ylabel(f"training loss (running mean, {cfg.get('smooth', 10)} steps)")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{data}: {preset} depth {depth}, {act}, {opt}", fontsize=10)
+        fig.tight_layout()
+        path = os.path.join(out, "plots", f"{data}_{preset}{depth}_{act}_{opt}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,78 @@
+"""The study pipeline (studies/run.py) at tiny scale: configs, cells, a quick run, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from studies import run as study
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = [os.path.join(HERE, "..", "studies", n)
+           for n in ("core_mlp50_mnist1d.json", "full_mlp.json", "convnet_mnist1d.json")]
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_configs_expand_to_cells(path):
+    full, quick = study.load_config(path), study.load_config(path, quick=True)
+    cells = study.cells(full)
+    assert cells and len({c["id"] for c in cells}) == len(cells)
+    assert len(full["seeds"]) >= 3
+    assert all(len(o["lrs"]) >= 3 for o in full["optimizers"].values())
+    assert quick["steps"] < full["steps"] and len(quick["seeds"]) == 1
+    assert all(c["depth"] <= 10 for c in study.cells(quick))
+    for c in cells:           # pinned activations only where the arm asks for them
+        if c["arm"]["method"] == "ll":
+            assert c["activation"] == "relu"
+
+
+def test_full_design_covers_the_issue():
+    cfg = study.load_config(CONFIGS[1])
+    methods = {a["method"] for a in cfg["arms"]}
+    assert methods == {"dks", "tat", "eoc", "ll", "none", "resnet-bn"}
+    assert set(cfg["optimizers"]) == {"adam", "kfac", "sgd"}
+    assert set(cfg["data"]) == {"mnist1d", "mnist5k", "digits"}
+    assert {n["depth"] for n in cfg["networks"]} == {50, 100}
+
+
+def test_smoothing_and_steps_to_target():
+    losses = [3.0, 2.0, 1.0, 1.0, 0.5]
+    np.testing.assert_allclose(study.smoothed(losses, 2), [3.0, 2.5, 1.5, 1.0, 0.75])
+    assert study.steps_to(losses, 1.0, 2) == 4
+    assert study.steps_to(losses, 0.1, 2) is None
+
+
+def test_only_filter():
+    cells = study.cells(study.load_config(CONFIGS[0]))
+    got = study.select(cells, ["arm=dks-z1.5|none", "optimizer=adam"])
+    assert sorted(c["arm"]["name"] for c in got) == ["dks-z1.5", "none"]
+
+
+def test_quick_pipeline_runs_and_summarizes(tmp_path):
+    pytest.importorskip("jax")
+    pytest.importorskip("sklearn")
+    out = tmp_path / "quick"
+    rc = study.main([CONFIGS[0], "--quick", "--out", str(out),
+                     "--only", "arm=dks-z1.5|none|resnet-bn", "--only", "optimizer=adam|kfac"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["quick"] and summary["environment"]["python"]
+    rows = {(r["arm"], r["optimizer"]): r for r in summary["cells"]}
+    assert "skipped" in rows[("resnet-bn", "kfac")]          # not offered by the trainer
+    for key in [("dks-z1.5", "adam"), ("none", "adam"), ("dks-z1.5", "kfac")]:
+        r = rows[key]
+        assert r["seeds"] == [0] and np.isfinite(r["final_loss_mean"])
+        assert 0.0 <= r["test_acc_mean"] <= 1.0
+    doc = json.loads((out / "cells" / "digits__mlp6__tanh__dks-z1.5__adam.json").read_text())
+    (run,) = doc["runs"]
+    assert run["status"] == "completed" and len(run["losses"]) == summary["steps"]
+    assert run["times"] == sorted(run["times"])
+    assert (out / "summary.csv").read_text().startswith("data,depth")
+    # resuming a finished study runs nothing new
+    study.main([CONFIGS[0], "--quick", "--out", str(out), "--only", "arm=none",
+                "--only", "optimizer=adam"])
+    again = json.loads((out / "cells" / "digits__mlp6__tanh__none__adam.json").read_text())
+    assert len(again["runs"]) == 1
