@@ -43,7 +43,7 @@ def rows() -> list[str]:
                 sol = ks.shape(build(activation), method)
             except ValueError as exc:
                 out.append(f"| {label} | {method} | {activation} | infeasible: "
-                           f"{str(exc).split('.')[0]} | | | | | |")
+                           f"{str(exc).split('. ')[0]} | | | | | |")
                 continue
             p = sol.params[activation]
             slope = f"{p['negative_slope']:.10g}" if "negative_slope" in p else ""

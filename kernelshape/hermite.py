@@ -36,6 +36,7 @@ import numpy as np
 from kernelshape.quadrature import NODES_1D, Scaled, _breaks_1d, _envelope_range, panel_rule
 
 TOLERANCE = 1e-14
+NOISE = 1e-15  # resolution of a computed tail E - sum a_k^2, relative to E
 MAX_TERMS = 2048
 TERM_LADDER = (64, 256, 1024, MAX_TERMS)
 WAVES = 6.0
@@ -127,11 +128,14 @@ class Expansion:
         return self._terms[order]
 
 
-def expansion(g: Scaled, order: int = 0) -> Expansion | None:
-    """Certified expansion of ``g`` good for c-derivatives up to ``order``, or None."""
+def expansion(g: Scaled, order: int = 0, min_terms: int = 0) -> Expansion | None:
+    """Certified expansion of ``g`` good for c-derivatives up to ``order`` (at least
+    ``min_terms`` coefficients), or None."""
     if g.act.kinks or g.act.smooth_order <= order:
         return None
     for terms in TERM_LADDER:
+        if terms < min_terms:
+            continue
         coef, second, z, pdf_w = hermite_coefficients(g, terms)
         if not (math.isfinite(second) and np.all(np.isfinite(coef))):
             return None
@@ -141,24 +145,31 @@ def expansion(g: Scaled, order: int = 0) -> Expansion | None:
     return None
 
 
-def kernel_coefficients(e1: Expansion, e2: Expansion, order: int) -> np.ndarray | None:
-    """Power-series coefficients in c of ``d^order K/dc^order`` (None if not certified)."""
+def truncation(e1: Expansion, e2: Expansion, order: int) -> int | None:
+    """Number of terms K (highest power) certified for the kernel: ``max(K1, K2)`` where each
+    ``T_order(K_i; q_i) <= TOLERANCE * E[(g_i^(order))^2]``. (The product ``T1 T2`` is not
+    used to stop earlier: a tail computed below its float64 noise, ~1e-16 E, bounds nothing.)"""
     t1, t2 = e1.terms(order), e2.terms(order)
-    if t1 is None or t2 is None:
+    return None if t1 is None or t2 is None else max(t1, t2)
+
+
+def kernel_coefficients(e1: Expansion, e2: Expansion, order: int) -> np.ndarray | None:
+    """Power-series coefficients in c of ``d^order K/dc^order`` (None if not certified or if
+    either expansion has fewer coefficients than the certified truncation needs)."""
+    n = truncation(e1, e2, order)
+    if n is None or n + 1 > min(e1.coef.size, e2.coef.size):
         return None
-    n = max(t1, t2) + 1
-    if n > min(e1.coef.size, e2.coef.size):
-        return None
+    n += 1
     b = e1.coef[:n] * e2.coef[:n] * falling_weights(n, order)
     return b[order:] if n > order else np.zeros(1)
 
 
 def error_bound(e1: Expansion, e2: Expansion, order: int) -> float:
-    """Certified bound on |truncated - exact| for d^order K/dc^order over |c| <= 1."""
-    t1, t2 = e1.terms(order), e2.terms(order)
-    if t1 is None or t2 is None:
+    """Bound on |truncated - exact| for d^order K/dc^order over |c| <= 1 (the computed tails,
+    each at least ``NOISE`` times its moment, the float64 resolution of ``E - sum``)."""
+    n = truncation(e1, e2, order)
+    if n is None or n + 1 > min(e1.coef.size, e2.coef.size):
         return math.inf
-    n = max(t1, t2)
-    tail1 = max(e1.tails(order)[n], 0.0) * e1.moment(order)
-    tail2 = max(e2.tails(order)[n], 0.0) * e2.moment(order)
-    return math.sqrt(tail1 * tail2)
+    t1 = max(e1.tails(order)[n], NOISE) * e1.moment(order)
+    t2 = max(e2.tails(order)[n], NOISE) * e2.moment(order)
+    return math.sqrt(t1 * t2)

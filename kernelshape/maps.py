@@ -238,8 +238,16 @@ def horner(c: np.ndarray, series: np.ndarray) -> np.ndarray:
 # --- Hermite route ---------------------------------------------------------------------------
 
 @lru_cache(maxsize=CACHE_SIZE)
-def _expansion(act: Activation, q: float, order: int) -> hermite.Expansion | None:
-    return hermite.expansion(Scaled.of(act, q), order)
+def _expansion(act: Activation, q: float, order: int, min_terms: int = 0
+               ) -> hermite.Expansion | None:
+    return hermite.expansion(Scaled.of(act, q), order, min_terms)
+
+
+def _certified(act: Activation, q: float, order: int) -> hermite.Expansion | None:
+    e = _expansion(act, q, 0)
+    if e is not None and e.terms(order) is None:
+        e = _expansion(act, q, order)
+    return e
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -247,14 +255,17 @@ def _hermite_series(act: Activation, q1: float, q2: float, order: int) -> np.nda
     """Power-series coefficients in c of ``d^order K/dc^order`` (None: not certified)."""
     if act.kinks or act.smooth_order <= order:
         return None
-    e1 = _expansion(act, q1, 0)
-    if e1 is None:
+    e1 = _certified(act, q1, order)
+    e2 = e1 if q2 == q1 else _certified(act, q2, order)
+    if e1 is None or e2 is None:
         return None
-    if e1.terms(order) is None:
-        e1 = _expansion(act, q1, order)
-    e2 = e1 if q2 == q1 else _expansion(act, q2, 0)
-    if e2 is not None and e2.terms(order) is None:
-        e2 = _expansion(act, q2, order)
+    n = hermite.truncation(e1, e2, order)
+    if n is None:
+        return None
+    if e1.coef.size <= n:
+        e1 = _expansion(act, q1, order, n)
+    if e2.coef.size <= n:
+        e2 = _expansion(act, q2, order, n)
     if e1 is None or e2 is None:
         return None
     return hermite.kernel_coefficients(e1, e2, order)

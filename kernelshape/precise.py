@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 
 import mpmath as mp
@@ -185,51 +186,70 @@ def _merge(float_breaks: np.ndarray, exact: list[mp.mpf], lo: mp.mpf, hi: mp.mpf
     return [lo, *sorted(points + exact), hi]
 
 
+@dataclass
+class _Panel:
+    """Inner panel: nodes t, weights w * pdf(t), and the activation piece it lies in."""
+
+    lo: mp.mpf
+    hi: mp.mpf
+    t: list[mp.mpf]
+    w: list[mp.mpf]
+
+
 class _InnerRule:
-    """Inner (t) panels for one c: fixed nodes/weights (times pdf) when they do not move with z1."""
+    """Inner (t) panels for one c. Unit panels are computed once per digit count; per z1 only
+    the panels that contain a (moving) kink of g2 are split there and recomputed."""
 
     def __init__(self, f2: Scaled, g2: _ScaledMP, c: mp.mpf, s: mp.mpf, t_max: mp.mpf,
                  dps: int) -> None:
         self.f2, self.g2, self.c, self.s, self.t_max, self.dps = f2, g2, c, s, t_max, dps
         self.kinks = g2.kinks_z()
         self.steep = abs(f2.a) * float(s) > 1.0
-        self.grid = np.arange(-float(t_max), float(t_max) + 0.5, 1.0)
-        self.fixed: dict[int, tuple[list[mp.mpf], list[mp.mpf]]] = {}
+        grid = np.arange(-float(t_max), float(t_max) + 0.5, 1.0)
+        self.grid = _merge(grid, [], -t_max, t_max)
+        self.fixed: dict[int, list[_Panel]] = {}
 
-    def breaks(self, z1: mp.mpf) -> list[mp.mpf]:
-        grid = self.grid
+    def _panel(self, lo: mp.mpf, hi: mp.mpf, digits: int) -> _Panel | None:
+        width = hi - lo
+        if width <= 0:
+            return None
+        need = digits + _log10_pdf_max(float(lo), float(hi)) + math.log10(float(width))
+        if need <= 0:
+            return None
+        xs, wx = _legendre(_nodes_for(need), self.dps)
+        mid = (lo + hi) / 2
+        ts = [mid + width * x for x in xs]
+        return _Panel(lo, hi, ts, [width * w * _pdf(t) for t, w in zip(ts, wx, strict=True)])
+
+    def _build(self, breaks: list[mp.mpf], digits: int) -> list[_Panel]:
+        panels = (self._panel(lo, hi, digits) for lo, hi in zip(breaks[:-1], breaks[1:],
+                                                                 strict=True))
+        return [p for p in panels if p is not None]
+
+    def rule(self, z1: mp.mpf, digits: float) -> list[_Panel]:
+        """Panels of the inner rule for the outer node z1, accurate to ``digits``."""
+        key = max(1, math.ceil(digits))
         if self.steep:
             xs = np.arange(-FEATURE_RANGE, FEATURE_RANGE + 0.5, 1.0)
             moving = ((xs - self.f2.b) / self.f2.a - float(self.c * z1)) / float(self.s)
-            grid = np.unique(np.concatenate([grid, moving]))
-        exact = [(k - self.c * z1) / self.s for k in self.kinks]
-        return _merge(grid, exact, -self.t_max, self.t_max)
-
-    def rule(self, z1: mp.mpf, digits: float) -> tuple[list[mp.mpf], list[mp.mpf]]:
-        """Nodes t and weights w * pdf(t) of the inner rule at ``digits``."""
-        moves = self.steep or bool(self.kinks)
-        key = math.ceil(digits)
-        if not moves and key in self.fixed:
-            return self.fixed[key]
-        ts: list[mp.mpf] = []
-        ws: list[mp.mpf] = []
-        breaks = self.breaks(z1)
-        for lo, hi in zip(breaks[:-1], breaks[1:], strict=True):
-            width = hi - lo
-            if width <= 0:
-                continue
-            need = key + _log10_pdf_max(float(lo), float(hi)) + math.log10(float(width))
-            if need <= 0:
-                continue
-            xs, wx = _legendre(_nodes_for(need), self.dps)
-            mid = (lo + hi) / 2
-            for x, w in zip(xs, wx, strict=True):
-                t = mid + width * x
-                ts.append(t)
-                ws.append(width * w * _pdf(t))
-        if not moves:
-            self.fixed[key] = (ts, ws)
-        return ts, ws
+            grid = np.unique(np.concatenate([np.arange(-float(self.t_max),
+                                                       float(self.t_max) + 0.5, 1.0), moving]))
+            exact = [(k - self.c * z1) / self.s for k in self.kinks]
+            return self._build(_merge(grid, exact, -self.t_max, self.t_max), key)
+        if key not in self.fixed:
+            self.fixed[key] = self._build(self.grid, key)
+        panels = self.fixed[key]
+        if not self.kinks:
+            return panels
+        cuts = sorted((k - self.c * z1) / self.s for k in self.kinks)
+        out: list[_Panel] = []
+        for p in panels:
+            inside = [k for k in cuts if p.lo < k < p.hi]
+            if inside:
+                out += self._build([p.lo, *inside, p.hi], key)
+            else:
+                out.append(p)
+        return out
 
 
 def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps: int) -> mp.mpf:
@@ -265,15 +285,31 @@ def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps:
                    mp.mpf(lo), mp.mpf(hi))
     inner = _InnerRule(f2, g2, c, s, t_max, dps)
     digits = dps + growth
+    pieces = g2.piece_functions(direct)
+    scale2 = g2.gamma * g2.a**direct
+    shift2 = g2.gamma * g2.delta if direct == 0 else 0
+    a_s = g2.a * s
+
+    def piece_at(x: mp.mpf) -> Callable:
+        for p_lo, p_hi, fn in pieces:
+            if (x < p_hi or p_hi == math.inf) and (p_lo == -math.inf or x >= p_lo):
+                return fn
+        return pieces[-1][2]
 
     def outer_fn(z1: mp.mpf) -> mp.mpf:
-        ts, ws = inner.rule(z1, digits + _log10_pdf_max(float(z1), float(z1)) + 3)
-        cz = c * z1
-        if weight is None:
-            acc = mp.fsum(w * g2(cz + s * t, direct) for t, w in zip(ts, ws, strict=True))
-        else:
-            acc = mp.fsum(w * g2(cz + s * t, direct) * weight(z1, cz + s * t, c)
-                          for t, w in zip(ts, ws, strict=True))
+        panels = inner.rule(z1, digits + _log10_pdf_max(float(z1), float(z1)) + 3)
+        base = g2.a * c * z1 + g2.b  # x = base + a s t
+        parts = []
+        for p in panels:
+            fn = piece_at(base + a_s * (p.lo + p.hi) / 2)
+            if weight is None:
+                parts.append(mp.fdot(p.w, [fn(base + a_s * t) for t in p.t]))
+            else:
+                parts.append(mp.fdot(p.w, [fn(base + a_s * t) * weight(z1, c * z1 + s * t, c)
+                                           for t in p.t]))
+        acc = scale2 * mp.fsum(parts)
+        if shift2:
+            acc += shift2 * mp.fsum(mp.fsum(p.w) for p in panels)
         return g1(z1, direct) * _pdf(z1) * acc
 
     return _panels(outer, outer_fn, digits, dps)

@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
         else:
             for j in jobs:
-                print(f"[{time.perf_counter() - t0:7.1f}s] {_worker(j)}", flush=True)
+                msg = _worker(j)
+                print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
     summary = summarize(cfg, out)
     print(f"{len(summary['cells'])} cells summarized in {out}")
     return 0

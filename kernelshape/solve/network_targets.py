@@ -20,10 +20,15 @@ class InfeasibleError(ValueError):
     """The requested targets cannot be met; the message names the nearest feasible value."""
 
 
-def leaky_relu_cmap(c: np.ndarray, slope: float) -> np.ndarray:
-    """``C_a(c) = c + (1-a)^2/(pi (1+a^2)) (sqrt(1-c^2) - c arccos c)`` (exact, any q)."""
-    c = np.clip(np.asarray(c, dtype=float), -1.0, 1.0)
+def leaky_relu_cmap(c: np.ndarray | float, slope: float) -> np.ndarray | float:
+    """``C_a(c) = c + (1-a)^2/(pi (1+a^2)) (sqrt(1-c^2) - c arccos c)`` (exact, any q).
+
+    Scalars (what hand-written subnetwork functions pass) take a float fast path."""
     k = (1.0 - slope) ** 2 / (math.pi * (1.0 + slope**2))
+    if np.ndim(c) == 0:
+        x = min(1.0, max(-1.0, float(c)))
+        return x + k * (math.sqrt(1.0 - x * x) - x * math.acos(x))
+    c = np.clip(np.asarray(c, dtype=float), -1.0, 1.0)
     return c + k * (np.sqrt(1.0 - c * c) - c * np.arccos(c))
 
 

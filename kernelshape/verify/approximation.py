@@ -1,0 +1,156 @@
+"""Kernel approximation: predicted (Q/C maps) vs empirical q and c of random finite-width nets.
+
+For a chain network (``mlp`` preset) rebuilt at each width n, inputs ``x, x'_k`` with
+``|x|^2 = d0`` and ``x'x'_k/d0 = c_k``, and h the features at the last nonlinear layer:
+
+    q_hat = |h(x)|^2 / n,      c_hat_k = h(x).h(x'_k) / (|h(x)| |h(x'_k)|)
+
+are compared with the maps' predictions ``q = Q_f(1)``, ``c_k = C_f(c_k)``. The errors are
+root-mean-square over seeds (and over the inputs / cosines); their log-log slope against n is
+fitted by least squares (expected -1/2: the features are sums of n weakly dependent terms).
+
+Samplers: ``"frame"`` (default) applies each SUO layer on the span of the few input rows
+(:func:`kernelshape.verify.networks.suo_apply`), which has exactly the distribution of the
+full random network at O(n) cost per layer, so widths up to 4096 and beyond are cheap;
+``"matrix"`` draws the full SUO matrices with the NumPy trainer backend
+(``kernelshape.train.numpy_backend.init_params``: O(n^3) QR per layer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kernelshape.activations import Transform
+from kernelshape.topology import Network
+from kernelshape.verify.networks import (
+    chain_forward_frames,
+    last_nonlinear,
+    load,
+    pair_inputs,
+    shape_network,
+    with_option,
+)
+
+WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
+COSINES = (-0.5, 0.0, 0.5, 0.9)
+SAMPLERS = ("frame", "matrix")
+
+
+def sample_features(net: Network, transforms: Mapping[str, Transform] | None,
+                    cosines: Sequence[float], seed: int, sampler: str = "frame",
+                    node: str | None = None) -> np.ndarray:
+    """Features at ``node`` (default: last nonlinear layer) of one random network for the
+    rows ``[x, x'_1, ..., x'_K]`` of :func:`pair_inputs`."""
+    node = node or last_nonlinear(net)
+    rng = np.random.default_rng([seed, 4096])
+    d0 = int(np.prod(net.input_shape))
+    x = pair_inputs(rng, d0, cosines)
+    if sampler == "frame":
+        return chain_forward_frames(net, x, rng, transforms)[node]
+    if sampler != "matrix":
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    from kernelshape.train import numpy_backend as nb
+    from kernelshape.verify.theorem27 import _model
+
+    model = _model(net, transforms)
+    params = nb.init_params(model, rng, "suo")
+    _, cache = nb.forward(model, params, x)
+    names = model.layer_names()
+    return cache[names.index(node) + 1]
+
+
+def empirical_kernel(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q_hat of every row, c_hat between row 0 and each other row)."""
+    q = np.sum(h * h, axis=1) / h.shape[1]
+    c = (h[1:] @ h[0]) / np.sqrt(np.sum(h[1:] ** 2, axis=1) * np.sum(h[0] ** 2))
+    return q, c
+
+
+@dataclass
+class WidthPoint:
+    width: int
+    q_rmse: float
+    c_rmse: float
+    q_mean_error: float  # mean signed error (bias)
+    c_mean_error: float
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"width": self.width, "q_rmse": self.q_rmse, "c_rmse": self.c_rmse,
+                "q_mean_error": self.q_mean_error, "c_mean_error": self.c_mean_error,
+                "samples": self.samples}
+
+
+def loglog_slope(widths: Sequence[float], errors: Sequence[float]) -> float:
+    """Least-squares slope of ``log(error)`` against ``log(width)``."""
+    x, y = np.log(np.asarray(widths, float)), np.log(np.asarray(errors, float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+@dataclass
+class ApproximationReport:
+    spec: str
+    method: str
+    depth: int
+    node: str
+    sampler: str
+    cosines: list[float]
+    q_pred: float
+    c_pred: list[float]
+    points: list[WidthPoint]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def q_slope(self) -> float:
+        return loglog_slope([p.width for p in self.points], [p.q_rmse for p in self.points])
+
+    @property
+    def c_slope(self) -> float:
+        return loglog_slope([p.width for p in self.points], [p.c_rmse for p in self.points])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"study": "kernel-approximation", "network": self.spec, "method": self.method,
+                "depth": self.depth, "node": self.node, "sampler": self.sampler,
+                "cosines": self.cosines, "q_pred": self.q_pred, "c_pred": self.c_pred,
+                "q_slope": self.q_slope, "c_slope": self.c_slope,
+                "points": [p.to_dict() for p in self.points], "seconds": self.seconds,
+                "notes": self.notes}
+
+
+def kernel_approximation(spec: str | Network, method: str = "dks", *,
+                         widths: Sequence[int] = WIDTHS, cosines: Sequence[float] = COSINES,
+                         seeds: int = 16, sampler: str = "frame", zeta: float = 1.5,
+                         tau: float = 0.3, eta: float = 0.9) -> ApproximationReport:
+    """RMS error of q and c at the last nonlinear layer against width (module docstring)."""
+    start = time.perf_counter()
+    net0, text = load(spec)
+    if not net0.spec and len(widths) > 1:
+        raise ValueError("a width sweep needs a preset SPEC (e.g. mlp:depth=10,activation=tanh)")
+    shaped = shape_network(net0, method, zeta=zeta, tau=tau, eta=eta)
+    node = last_nonlinear(net0)
+    state = net0.kernel_states(np.asarray(cosines, float), 1.0, 1.0,
+                               transforms=shaped.transforms)[node]
+    q_pred = float(np.asarray(state.q1).ravel()[0])
+    c_pred = np.asarray(state.c, dtype=float)
+    points = []
+    for w in widths:
+        net = load(with_option(net0.spec, "width", w))[0] if net0.spec else net0
+        q_err, c_err = [], []
+        for seed in range(seeds):
+            h = sample_features(net, shaped.transforms, cosines, seed, sampler, node)
+            q_hat, c_hat = empirical_kernel(h)
+            q_err.append(q_hat - q_pred)
+            c_err.append(c_hat - c_pred)
+        qe, ce = np.concatenate(q_err), np.concatenate(c_err)
+        points.append(WidthPoint(int(w), float(np.sqrt(np.mean(qe**2))),
+                                 float(np.sqrt(np.mean(ce**2))), float(qe.mean()),
+                                 float(ce.mean()), seeds))
+    return ApproximationReport(text, shaped.method, len(net0.nonlinear_nodes), node, sampler,
+                               list(map(float, cosines)), q_pred, c_pred.tolist(), points,
+                               time.perf_counter() - start)
