@@ -99,6 +99,14 @@ def test_cubic_map_shows_lower_constant_is_not_attained(b):
     assert ch.bound("lower").ratio == pytest.approx(3 * math.sqrt(3) / 8, rel=1e-10)
 
 
+def test_random_search_respects_the_lower_constant():
+    from kernelshape.verify.theorem13 import lower_ratio_search
+
+    ratio, coef = lower_ratio_search(trials=2000, seed=1)
+    assert ratio >= 0.25
+    assert np.all(coef >= 0) and coef.sum() == pytest.approx(1.0)
+
+
 def test_a_map_that_is_not_a_pgf_is_reported_as_violating():
     """1.2c - 0.2c^3 has a negative coefficient: C'(1) = 0.6 < 1 although C(0) = 0, so
     max|C - c| > 0 > 2(C'(1) - 1). The check must say so (it can fail)."""

@@ -423,8 +423,8 @@ def draw_kernel_approximation(opts: PlotOptions) -> Figure:
     spec = "mlp:depth=10,width=64,input_dim=64,activation=tanh"
     widths = (64, 256, 1024) if opts.quick else (64, 128, 256, 512, 1024, 2048, 4096)
     small = (64, 128) if opts.quick else (64, 128, 256)
-    frame = kernel_approximation(spec, "dks", widths=widths, seeds=4 if opts.quick else 32)
-    matrix = kernel_approximation(spec, "dks", widths=small, seeds=4 if opts.quick else 32,
+    frame = kernel_approximation(spec, "dks", widths=widths, seeds=4 if opts.quick else 64)
+    matrix = kernel_approximation(spec, "dks", widths=small, seeds=4 if opts.quick else 64,
                                   sampler="matrix")
     fig = new_figure(11, 6.5)
     ax = fig.subplots()

@@ -215,6 +215,32 @@ def polynomial_cmap(coefficients: Sequence[float]) -> CMapFn:
     return fn
 
 
+def lower_ratio_search(trials: int = 20_000, degree: int = 12, seed: int = 0,
+                       n: int = 4001) -> tuple[float, np.ndarray]:
+    """Smallest ``max|C - c| / (1 - C'(0))`` over random sparse power series C with
+    nonnegative coefficients summing to 1 (1-3 terms of degree 2..``degree``, a random
+    linear coefficient, half of them with a constant term); Theorem 13 says it is >= 1/4.
+    Returns (ratio, coefficients). Grid maximum only (a lower estimate of each maximum)."""
+    rng = np.random.default_rng(seed)
+    c = np.linspace(-1.0, 1.0, n)
+    powers = np.vander(c, degree + 1, increasing=True)
+    best, best_b = math.inf, np.zeros(degree + 1)
+    for _ in range(trials):
+        b = np.zeros(degree + 1)
+        k = rng.integers(2, degree + 1, size=rng.integers(1, 4))
+        b[k] = rng.dirichlet(np.ones(len(k)))
+        if rng.random() < 0.5:
+            b[0] = 0.3 * rng.random()
+        b[1] = 2.0 * rng.random()
+        b /= b.sum()
+        if 1.0 - b[1] < 1e-6:
+            continue
+        ratio = float(np.abs(powers @ b - c).max() / (1.0 - b[1]))
+        if ratio < best:
+            best, best_b = ratio, b
+    return best, best_b
+
+
 # --------------------------------------------------------------------------- networks
 
 @dataclass
