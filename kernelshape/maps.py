@@ -51,11 +51,11 @@ from kernelshape.symbolic import q_derivative_weight
 
 SUMMARY_KEYS = ("q_value", "q_slope", "c_value_0", "c_slope_0", "c_slope_1", "c_curv_1")
 Q_DIGITS = 14
-FAST_PATH_MIN_POINTS = 33  # quadrature route: from this many points, build the interpolant
+FAST_PATH_MIN_POINTS = 33  # quadrature route: from this many points, build a ThetaTable
 TABLE_MIN_POINTS = 2048  # from this many points, evaluate through a ThetaTable
 TABLE_MIN_TERMS = 24  # hermite series shorter than this are evaluated directly (Horner)
-CHEB_DEGREES = (32, 64, 128, 256, 512)
-CHEB_TOLERANCE = 1e-15
+GLOBAL_DEGREES = (32, 64, 128, 256)
+GLOBAL_TOLERANCE = 2e-15
 CACHE_SIZE = 4096
 
 
@@ -106,8 +106,8 @@ def route(act: Activation | str, q1: float = 1.0, q2: float | None = None,
 
 def clear_caches() -> None:
     """Forget every cached Q value, expansion, interpolant and summary (for benchmarks)."""
-    for fn in (_q_value, _expansion, _hermite_series, _hermite_table, _chebyshev,
-               _quadrature_table, _endpoint, _summary):
+    for fn in (_q_value, _expansion, _hermite_series, _hermite_table, _quadrature_table,
+               _endpoint, _summary):
         fn.cache_clear()
 
 
@@ -171,59 +171,84 @@ def _cheb_to_monomial(degree: int) -> np.ndarray:
 class ThetaTable:
     """Piecewise polynomial interpolant of ``theta -> f(cos theta)`` on ``[0, pi]``.
 
-    ``cells`` equal theta-cells, each with the degree-``DEGREE`` interpolant at its
-    Chebyshev–Lobatto points (Chebyshev coefficients by a type-I DCT, accepted when the last two
-    are below ``TOLERANCE`` times the largest value and the table reproduces ``f`` at the cell
-    midpoints, which are not interpolation nodes, within ``10 * TOLERANCE``). Evaluation is one
-    ``arccos`` and a Horner recurrence in the cell's local coordinate ``x in [-1, 1]`` (monomial
-    coefficients: the Chebyshev ones decay geometrically, so the conversion is well conditioned).
+    Adaptive cells: each cell holds the degree-``DEGREE`` interpolant at its
+    Chebyshev–Lobatto points (Chebyshev coefficients by a type-I DCT) and is accepted when its
+    last two coefficients are below ``TOLERANCE`` times the largest value seen; otherwise it is
+    halved (down to width ``pi / MAX_CELLS``). The finished table must reproduce ``f`` at every
+    cell's midpoint (not an interpolation node) within ``10 * TOLERANCE``. Evaluation: one
+    ``arccos``, a ``searchsorted`` and a Horner recurrence in the local coordinate
+    ``x in [-1, 1]`` (monomial coefficients: the Chebyshev ones decay geometrically, so the
+    conversion is well conditioned).
     """
 
-    DEGREE = 10
-    CELLS = (4, 8, 16, 32, 64, 128, 256, 512)
+    DEGREE = 10  # default cell degree (``build(degree=...)`` may choose another)
     TOLERANCE = 1e-15
+    MAX_CELLS = 4096
 
-    def __init__(self, monomial: np.ndarray) -> None:
-        self.columns = np.ascontiguousarray(monomial.T)  # (DEGREE + 1, cells)
-        self.cells = monomial.shape[0]
+    def __init__(self, edges: np.ndarray, monomial: np.ndarray) -> None:
+        self.edges = edges  # cell boundaries, increasing, edges[0] = 0, edges[-1] = pi
+        self.inner_edges = edges[1:-1]
+        self.centre = 0.5 * (edges[:-1] + edges[1:])
+        self.inv_half = 2.0 / np.diff(edges)
+        self.columns = np.ascontiguousarray(monomial.T)  # (degree + 1, cells)
+
+    @property
+    def cells(self) -> int:
+        return self.centre.size
 
     @classmethod
-    def build(cls, f: Callable[[np.ndarray], np.ndarray]) -> ThetaTable | None:
+    def build(cls, f: Callable[[np.ndarray], np.ndarray], start_cells: int = 4,
+              degree: int | None = None) -> ThetaTable | None:
         """Table of ``f`` (vectorized over theta), or None if it does not converge."""
-        d = cls.DEGREE
-        x = np.cos(np.pi * np.arange(d + 1) / d)  # Lobatto points on [-1, 1]
-        for cells in cls.CELLS:
-            lo = np.pi * np.arange(cells) / cells
-            half = 0.5 * np.pi / cells
-            theta = lo[:, None] + (x[None, :] + 1.0) * half
+        d = degree or cls.DEGREE
+        x = np.cos(np.pi * np.arange(d, -1, -1) / d)  # Lobatto points, increasing
+        pending = [(np.pi * i / start_cells, np.pi * (i + 1) / start_cells)
+                   for i in range(start_cells)]
+        done: list[tuple[float, float, np.ndarray]] = []
+        scale = 1e-300
+        min_width = np.pi / cls.MAX_CELLS * 1.000001
+        while pending:
+            lo = np.array([p[0] for p in pending])
+            hi = np.array([p[1] for p in pending])
+            theta = lo[:, None] + (x[None, :] + 1.0) * (0.5 * (hi - lo))[:, None]
             values = np.asarray(f(theta.ravel()), dtype=float).reshape(theta.shape)
             if not np.all(np.isfinite(values)):
                 return None
-            coef = fft.dct(values, type=1, axis=1) / d
+            scale = max(scale, float(np.max(np.abs(values))))
+            coef = fft.dct(values[:, ::-1], type=1, axis=1) / d
             coef[:, 0] *= 0.5
             coef[:, -1] *= 0.5
-            scale = max(float(np.max(np.abs(values))), 1e-300)
-            if np.max(np.abs(coef[:, -2:])) > cls.TOLERANCE * scale:
-                continue
-            table = cls(coef @ _cheb_to_monomial(d))
-            check = np.pi * (np.arange(cells) + 0.5 + 0.25 * np.sin(np.arange(cells))) / cells
-            expected = np.asarray(f(check), dtype=float)
-            if np.max(np.abs(table(np.cos(check)) - expected)) <= 10 * cls.TOLERANCE * scale:
-                return table
-        return None
+            converged = np.max(np.abs(coef[:, -2:]), axis=1) <= cls.TOLERANCE * scale
+            pending = []
+            for i in range(lo.size):
+                if converged[i]:
+                    done.append((lo[i], hi[i], coef[i]))
+                elif hi[i] - lo[i] <= min_width:
+                    return None
+                else:
+                    mid = 0.5 * (lo[i] + hi[i])
+                    pending += [(lo[i], mid), (mid, hi[i])]
+        done.sort(key=lambda cell: cell[0])
+        edges = np.array([cell[0] for cell in done] + [np.pi])
+        table = cls(edges, np.array([cell[2] for cell in done]) @ _cheb_to_monomial(d))
+        check = table.centre + 0.1 * np.diff(edges)
+        if np.max(np.abs(table.theta(check) - f(check))) > 10 * cls.TOLERANCE * scale:
+            return None
+        return table
 
-    def __call__(self, c: np.ndarray) -> np.ndarray:
-        u = np.arccos(c)
-        u *= self.cells / np.pi
-        idx = np.minimum(u.astype(np.intp), self.cells - 1)
-        x = u - idx
-        x *= 2.0
-        x -= 1.0
+    def theta(self, theta: np.ndarray) -> np.ndarray:
+        """The interpolant at ``theta`` (in [0, pi])."""
+        idx = np.searchsorted(self.inner_edges, theta, side="right")
+        x = theta - np.take(self.centre, idx)
+        x *= np.take(self.inv_half, idx)
         acc = np.take(self.columns[-1], idx)
         for column in self.columns[-2::-1]:
             acc *= x
             acc += np.take(column, idx)
         return acc
+
+    def __call__(self, c: np.ndarray) -> np.ndarray:
+        return self.theta(np.arccos(c))
 
 
 def horner(c: np.ndarray, series: np.ndarray) -> np.ndarray:
@@ -274,7 +299,7 @@ def _hermite_series(act: Activation, q1: float, q2: float, order: int) -> np.nda
 @lru_cache(maxsize=CACHE_SIZE)
 def _hermite_table(act: Activation, q1: float, q2: float, order: int) -> ThetaTable | None:
     series = _hermite_series(act, q1, q2, order)
-    return ThetaTable.build(lambda t: horner(np.cos(t), series))
+    return ThetaTable.build(lambda t: horner(np.cos(t), series), start_cells=8)
 
 
 # --- quadrature route ------------------------------------------------------------------------
@@ -302,48 +327,55 @@ def _kernel_point(act: Activation, q1: float, q2: float, c: float, order: int) -
 
 def _lobatto_coefficients(values: np.ndarray) -> np.ndarray:
     """Chebyshev coefficients of the interpolant at the Lobatto points cos(pi j / n)."""
-    n = values.size - 1
-    coef = fft.dct(values, type=1) / n
+    coef = fft.dct(values, type=1) / (values.size - 1)
     coef[0] *= 0.5
     coef[-1] *= 0.5
     return coef
 
 
-@lru_cache(maxsize=512)
-def _chebyshev(act: Activation, q1: float, q2: float, order: int) -> np.ndarray | None:
-    """Chebyshev interpolant of theta -> K^(order)(cos theta), or None if not converged.
+def _global_chebyshev(values: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+    """Chebyshev coefficients of theta -> f(cos theta) in x = 2 theta / pi - 1, or None.
 
-    Nested Chebyshev–Lobatto points: each doubling of the degree reuses every earlier
-    2-D quadrature value.
+    Nested Chebyshev–Lobatto points (each doubling reuses every earlier value); accepted when
+    the last four coefficients are below ``GLOBAL_TOLERANCE`` times the largest value.
     """
-    values: dict[int, float] = {}
-    top = CHEB_DEGREES[-1]
-    for degree in CHEB_DEGREES:
-        step = top // degree
-        for j in range(degree + 1):
-            key = j * step  # index on the finest Lobatto grid
-            if key not in values:
-                x = math.cos(math.pi * key / top)
-                theta = 0.5 * math.pi * (x + 1.0)
-                c = 1.0 if key == top else math.cos(theta)
-                c = -1.0 if key == 0 else c
-                values[key] = _kernel_point(act, q1, q2, c, order)
-        grid = np.array([values[j * step] for j in range(degree + 1)])
+    top = GLOBAL_DEGREES[-1]
+    known = np.full(top + 1, np.nan)
+    for degree in GLOBAL_DEGREES:
+        idx = np.arange(0, top + 1, top // degree)
+        new = idx[np.isnan(known[idx])]
+        theta = 0.5 * np.pi * (np.cos(np.pi * new / top) + 1.0)
+        known[new] = values(theta)
+        grid = known[idx]
         if not np.all(np.isfinite(grid)):
             return None
         coef = _lobatto_coefficients(grid)
         scale = max(float(np.max(np.abs(grid))), 1e-300)
-        if np.max(np.abs(coef[-4:])) <= CHEB_TOLERANCE * scale * degree:
+        if np.max(np.abs(coef[-4:])) <= GLOBAL_TOLERANCE * scale:
             return coef
     return None
 
 
 @lru_cache(maxsize=512)
 def _quadrature_table(act: Activation, q1: float, q2: float, order: int) -> ThetaTable | None:
-    coef = _chebyshev(act, q1, q2, order)
-    if coef is None:
-        return None
-    return ThetaTable.build(lambda t: chebyshev.chebval(2.0 * t / np.pi - 1.0, coef))
+    """Theta-table of ``K^(order)(cos theta)`` from 2-D quadrature values: a global Chebyshev
+    interpolant if it converges by degree 256, else adaptive degree-16 cells."""
+
+    def values(theta: np.ndarray) -> np.ndarray:
+        return np.array([_kernel_point(act, q1, q2, _cos(t), order) for t in theta])
+
+    coef = _global_chebyshev(values)
+    if coef is not None:
+        return ThetaTable.build(lambda t: chebyshev.chebval(2.0 * t / np.pi - 1.0, coef),
+                                start_cells=8)
+    return ThetaTable.build(values, start_cells=4, degree=16)
+
+
+def _cos(theta: float) -> float:
+    """cos with the endpoints exact (so that theta = 0, pi hit the 1-D route at c = +-1)."""
+    if theta == 0.0:
+        return 1.0
+    return -1.0 if theta == np.pi else math.cos(theta)
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -373,13 +405,9 @@ def _kernel(act: Activation, c: np.ndarray, q1: float, q2: float, order: int) ->
         out = table(c) if table is not None else horner(c, series)
         return _exact_ends(act, c, q1, q2, order, out)
     if c.size >= FAST_PATH_MIN_POINTS and order <= act.smooth_order:
-        table = _quadrature_table(act, q1, q2, order) if c.size >= TABLE_MIN_POINTS else None
+        table = _quadrature_table(act, q1, q2, order)
         if table is not None:
             return _exact_ends(act, c, q1, q2, order, table(c))
-        coef = _chebyshev(act, q1, q2, order)
-        if coef is not None:
-            out = chebyshev.chebval(2.0 * np.arccos(c) / np.pi - 1.0, coef)
-            return _exact_ends(act, c, q1, q2, order, out)
     out = np.empty(c.shape)
     for idx, ci in np.ndenumerate(c):
         out[idx] = _kernel_point(act, q1, q2, float(ci), order)
@@ -412,6 +440,8 @@ def cmap(act: Activation | str, c, q1: float = 1.0, q2: float = 1.0, order: int 
 def _summary(act: Activation) -> tuple[float, ...]:
     g = Scaled.of(act, 1.0)
     q_value = _q(act, 1.0)
+    if q_value == 0.0:
+        raise ValueError(f"{act!r} is identically zero in distribution: E[phi(z)^2] = 0")
     mean = expect_1d([(g, 0)])
     mean_slope = expect_1d([(g, 0)], weight=lambda z: z)  # E[phi'] = E[phi z] (Stein)
     q_slope = _q_derivative(act, 1.0, 1)
@@ -434,6 +464,4 @@ def local_summary(act: Activation | str, dps: int | None = None) -> dict[str, fl
 
         return precise.local_summary(act, dps)
     values = _summary(act)
-    if values[0] == 0.0:
-        raise ValueError(f"{act!r} is identically zero in distribution: E[phi(z)^2] = 0")
     return dict(zip(SUMMARY_KEYS, values, strict=True))

@@ -1,0 +1,199 @@
+"""Accuracy of both engines: float64 against ``dps=40``, and ``dps=N`` against ``dps=2N``.
+
+* float64 (closed / hermite / quadrature routes) must be within 1e-12 (absolute, for C values
+  and normalized derivatives, i.e. every local-summary key but ``q_value``; Q values relative)
+  of ``dps=40`` for every built-in, q in [0.01, 100], c in [-1, 1] and transforms with
+  |input_scale| <= 10, |input_shift| <= 5. CI runs a fixed sample; the full sweep is ``slow``.
+* ``dps=N`` must be correct to N-5 digits, checked against ``dps=2N``: 1-D quantities for
+  every built-in, 2-D kernels on a few points (they cost seconds each at 40 digits).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+from kernelshape import maps
+from kernelshape.activations import Transform, activation, list_activations
+from kernelshape.maps import SUMMARY_KEYS, cmap, local_summary, qmap
+
+FLOAT_TOL = 1e-12
+TRANSFORMS = {
+    "id": Transform(),
+    "steep": Transform(7.5, -3.2, 0.4, 1.3),
+    "flip": Transform(-10.0, 5.0, 0.0, 1.0),
+    "flat": Transform(0.3, 1.0, -0.2, 2.0),
+}
+
+
+def _act(name: str, transform: str):
+    return activation(name).transformed(TRANSFORMS[transform])
+
+
+@cache
+def _summary(name: str, transform: str, dps: int | None) -> dict:
+    return local_summary(_act(name, transform), dps=dps)
+
+
+def _close(value: float, reference: mp.mpf, tol: float) -> bool:
+    if mp.isinf(reference):
+        return value == float(reference)
+    return abs(value - float(reference)) <= tol
+
+
+def _check_summary(name: str, transform: str) -> None:
+    got, ref = _summary(name, transform, None), _summary(name, transform, 40)
+    for key in SUMMARY_KEYS:
+        tol = FLOAT_TOL * float(abs(ref[key])) if key == "q_value" else FLOAT_TOL
+        if key == "q_slope":
+            tol = FLOAT_TOL * max(1.0, float(abs(ref["q_value"])))
+        assert _close(got[key], ref[key], tol), (key, got[key], mp.nstr(ref[key], 20))
+
+
+def _check_q_and_ends(name: str, transform: str, qs: tuple[float, ...]) -> None:
+    """Q at extreme q (relative) and C, C', C'' at c = +-1 with q1 != q2 (1-D at dps=40)."""
+    act = _act(name, transform)
+    for q in qs:
+        ref = qmap(act, q, dps=40)
+        assert abs(qmap(act, q) - float(ref)) <= FLOAT_TOL * float(ref), (q, mp.nstr(ref, 20))
+    q1, q2 = qs[0], qs[-1]
+    for order in range(min(act.smooth_order, 2) + 1):
+        for c in (-1.0, 1.0):
+            ref = cmap(act, c, q1, q2, order=order, dps=40)
+            got = cmap(act, c, q1, q2, order=order)
+            assert abs(got - float(ref)) <= FLOAT_TOL * max(1.0, float(abs(ref))), (order, c)
+
+
+# --- CI sample -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_activations())
+def test_float64_summary_within_1e12_of_dps40(name: str) -> None:
+    _check_summary(name, "id")
+
+
+@pytest.mark.parametrize(("name", "transform"), [
+    ("tanh", "steep"), ("relu", "flip"), ("elu", "steep"), ("gelu", "flat"),
+    ("softsign", "flip"), ("sign", "steep"),
+])
+def test_float64_transformed_within_1e12_of_dps40(name: str, transform: str) -> None:
+    _check_summary(name, transform)
+
+
+@pytest.mark.parametrize("name", ["tanh", "selu", "softplus", "exp", "step"])
+def test_float64_extreme_q_within_1e12_of_dps40(name: str) -> None:
+    _check_q_and_ends(name, "id", (0.01, 100.0))
+
+
+@pytest.mark.parametrize(("name", "transform", "q1", "q2", "c", "order"), [
+    ("tanh", "flat", 0.5, 2.0, 0.6, 0),  # Hermite route, q1 != q2
+    ("elu", "id", 1.0, 1.0, -0.45, 1),  # quadrature route, derivative
+])
+def test_float64_interior_c_within_1e12_of_dps40(name: str, transform: str, q1: float,
+                                                 q2: float, c: float, order: int) -> None:
+    act = _act(name, transform)
+    ref = cmap(act, c, q1, q2, order=order, dps=40)
+    assert abs(cmap(act, c, q1, q2, order=order) - float(ref)) <= FLOAT_TOL
+
+
+@pytest.mark.parametrize("name", list_activations())
+def test_dps_n_correct_to_n_minus_5_digits_1d(name: str) -> None:
+    """dps=20 against dps=40: every summary key to 15 significant digits."""
+    low, high = _summary(name, "id", 20), _summary(name, "id", 40)
+    for key in SUMMARY_KEYS:
+        if mp.isinf(high[key]):
+            assert mp.isinf(low[key])
+            continue
+        with mp.workdps(45):
+            err = abs(low[key] - high[key])
+            assert err <= mp.mpf(10) ** -15 * max(1, abs(high[key])), (key, mp.nstr(err, 3))
+
+
+def test_dps_n_correct_to_n_minus_5_digits_2d() -> None:
+    """2-D kernels: dps=10 against dps=20 (one smooth, one kinked point; more in the sweep)."""
+    for act, c, q1, q2 in [(_act("gelu", "flat"), 0.35, 0.7, 1.6),
+                           (activation("relu").transformed(Transform(1.0, 0.4)), -0.8, 1.0, 1.0)]:
+        low = cmap(act, c, q1, q2, dps=10)
+        high = cmap(act, c, q1, q2, dps=20)
+        with mp.workdps(25):
+            assert abs(low - high) <= mp.mpf(10) ** -5 * max(1, abs(high))
+
+
+def test_dps_results_are_mpmath_numbers_and_vectorized() -> None:
+    out = cmap("tanh", np.array([-1.0, 1.0]), dps=15)
+    assert out.shape == (2,) and all(isinstance(v, mp.mpf) for v in out)
+    assert isinstance(qmap("tanh", 1.0, dps=15), mp.mpf)
+    with pytest.raises(ValueError, match="dps"):
+        qmap("tanh", 1.0, dps=2)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        cmap("tanh", 1.5, dps=15)
+    assert local_summary("relu", dps=15)["c_curv_1"] == mp.inf
+
+
+def test_mp_route_uses_exact_kinks() -> None:
+    """relu(x + b) with a shift: the 2-D mp route places the moving kink exactly (dps=30
+    against the float64 quadrature, whose own accuracy is ~1e-16)."""
+    act = activation("relu").transformed(Transform(1.0, -0.3, 0.1, 1.0))
+    high = cmap(act, 0.5, dps=20)
+    assert abs(float(high) - cmap(act, 0.5)) < 1e-15
+
+
+# --- the full sweep --------------------------------------------------------------------------
+
+SWEEP = [(name, t) for name in list_activations() for t in TRANSFORMS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "transform"), SWEEP)
+def test_sweep_float64_within_1e12_of_dps40(name: str, transform: str) -> None:
+    _check_summary(name, transform)
+    _check_q_and_ends(name, transform, (0.01, 1.0, 100.0))
+    act = _act(name, transform)
+    if transform in ("steep", "flip") and name not in ("identity", "square"):
+        qs = (0.01, 0.3)  # keep 2-D steep transforms at dps=40 within minutes
+    else:
+        qs = (0.3, 3.0)
+    for c, order in ((-0.7, 0), (0.5, 0), (0.95, 1)):
+        if order > act.smooth_order:
+            continue
+        ref = cmap(act, c, qs[0], qs[1], order=order, dps=40)
+        got = cmap(act, c, qs[0], qs[1], order=order)
+        assert abs(got - float(ref)) <= FLOAT_TOL * max(1.0, float(abs(ref))), (c, order)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "transform"), SWEEP)
+def test_sweep_dps_n_vs_2n_1d(name: str, transform: str) -> None:
+    act = _act(name, transform)
+    for n in (15, 30):
+        low, high = local_summary(act, dps=n), local_summary(act, dps=2 * n)
+        for key in SUMMARY_KEYS:
+            if mp.isinf(high[key]):
+                continue
+            with mp.workdps(2 * n + 5):
+                assert abs(low[key] - high[key]) <= mp.mpf(10) ** (5 - n) * max(1, abs(high[key]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "transform", "c"), [
+    ("tanh", "id", 0.3), ("tanh", "flat", -0.97), ("relu", "id", 0.97), ("softsign", "flat", 0.5),
+    ("selu", "id", -0.2), ("gelu", "steep", 0.6), ("sign", "flat", 0.1),
+])
+def test_sweep_dps_n_vs_2n_2d(name: str, transform: str, c: float) -> None:
+    act = _act(name, transform)
+    low, high = cmap(act, c, 0.8, 1.25, dps=20), cmap(act, c, 0.8, 1.25, dps=40)
+    with mp.workdps(45):
+        assert abs(low - high) <= mp.mpf(10) ** -15 * max(1, abs(high))
+    if act.smooth_order >= 1:
+        low = cmap(act, c, 0.8, 1.25, order=1, dps=20)
+        high = cmap(act, c, 0.8, 1.25, order=1, dps=40)
+        with mp.workdps(45):
+            assert abs(low - high) <= mp.mpf(10) ** -15 * max(1, abs(high))
+
+
+def test_route_table_is_complete() -> None:
+    """Every built-in has a route (used by docs/maps.md)."""
+    assert {maps.route(name) for name in list_activations()} <= {"closed", "hermite",
+                                                                  "quadrature"}
