@@ -152,9 +152,11 @@ def _expressions(depth: int) -> st.SearchStrategy[str]:
     if depth == 0:
         return LEAF
     sub = _expressions(depth - 1)
-    unary = st.tuples(UNARY, sub).map(lambda t: f"-({t[1]})" if t[0] == "-" else f"{t[0]}({t[1]})")
+    unary = st.tuples(UNARY, sub).map(
+        lambda t: f"-({t[1]})" if t[0] == "-" else f"{t[0]}({t[1]})")
     binary = st.tuples(BINARY, sub, sub).map(
-        lambda t: f"{t[0]}({t[1]}, {t[2]})" if t[0] in ("max", "min") else f"({t[1]}){t[0]}({t[2]})")
+        lambda t: f"{t[0]}({t[1]}, {t[2]})" if t[0] in ("max", "min")
+        else f"({t[1]}){t[0]}({t[2]})")
     return st.one_of(sub, unary, binary)
 
 

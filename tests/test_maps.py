@@ -255,7 +255,8 @@ WIDTH = 8192
 
 def wide_layer(act, q1: float, q2: float, c: float, seed: int) -> tuple[float, float, float]:
     """(estimate, standard error, estimate of Q(q1)) of E[phi(u) phi(v)] from one random layer
-    ``phi(W x)``, W: WIDTH x 64 with N(0, 1/64) entries, |x1|^2 = 64 q1, <x1, x2> = 64 c sqrt(q1 q2)."""
+    ``phi(W x)``: W is WIDTH x 64 with N(0, 1/64) entries, |x1|^2 = 64 q1, |x2|^2 = 64 q2 and
+    <x1, x2> = 64 c sqrt(q1 q2)."""
     rng = np.random.default_rng(seed)
     d = 64
     basis, _ = np.linalg.qr(rng.standard_normal((d, 2)))

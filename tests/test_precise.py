@@ -47,9 +47,12 @@ def _close(value: float, reference: mp.mpf, tol: float) -> bool:
 def _check_summary(name: str, transform: str) -> None:
     got, ref = _summary(name, transform, None), _summary(name, transform, 40)
     for key in SUMMARY_KEYS:
-        tol = FLOAT_TOL * float(abs(ref[key])) if key == "q_value" else FLOAT_TOL
-        if key == "q_slope":
+        if key == "q_value":
+            tol = FLOAT_TOL * float(abs(ref[key]))
+        elif key == "q_slope":
             tol = FLOAT_TOL * max(1.0, float(abs(ref["q_value"])))
+        else:  # absolute, or relative where a normalized derivative exceeds 1 (C''(1) ~ 800)
+            tol = FLOAT_TOL * max(1.0, float(abs(ref[key])) if mp.isfinite(ref[key]) else 1.0)
         assert _close(got[key], ref[key], tol), (key, got[key], mp.nstr(ref[key], 20))
 
 
@@ -75,14 +78,13 @@ def test_float64_summary_within_1e12_of_dps40(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "transform"), [
-    ("tanh", "steep"), ("relu", "flip"), ("elu", "steep"), ("gelu", "flat"),
-    ("softsign", "flip"), ("sign", "steep"),
+    ("tanh", "steep"), ("relu", "flip"), ("sign", "steep"), ("softsign", "flat"),
 ])
 def test_float64_transformed_within_1e12_of_dps40(name: str, transform: str) -> None:
     _check_summary(name, transform)
 
 
-@pytest.mark.parametrize("name", ["tanh", "selu", "softplus", "exp", "step"])
+@pytest.mark.parametrize("name", ["tanh", "step"])
 def test_float64_extreme_q_within_1e12_of_dps40(name: str) -> None:
     _check_q_and_ends(name, "id", (0.01, 100.0))
 
@@ -112,13 +114,14 @@ def test_dps_n_correct_to_n_minus_5_digits_1d(name: str) -> None:
 
 
 def test_dps_n_correct_to_n_minus_5_digits_2d() -> None:
-    """2-D kernels: dps=10 against dps=20 (one smooth, one kinked point; more in the sweep)."""
-    for act, c, q1, q2 in [(_act("gelu", "flat"), 0.35, 0.7, 1.6),
-                           (activation("relu").transformed(Transform(1.0, 0.4)), -0.8, 1.0, 1.0)]:
-        low = cmap(act, c, q1, q2, dps=10)
-        high = cmap(act, c, q1, q2, dps=20)
-        with mp.workdps(25):
-            assert abs(low - high) <= mp.mpf(10) ** -5 * max(1, abs(high))
+    """2-D kernel of a shifted ReLU (its kink moves with z1 and is placed exactly): dps=10 vs
+    dps=20, and float64 vs dps=20 (more points, at 20 vs 40 digits, in the slow sweep)."""
+    act = activation("relu").transformed(Transform(1.0, 0.4, 0.1, 1.0))
+    low = cmap(act, -0.8, dps=10)
+    high = cmap(act, -0.8, dps=20)
+    with mp.workdps(25):
+        assert abs(low - high) <= mp.mpf(10) ** -5 * max(1, abs(high))
+    assert abs(cmap(act, -0.8) - float(high)) <= 1e-15
 
 
 def test_dps_results_are_mpmath_numbers_and_vectorized() -> None:
@@ -130,14 +133,6 @@ def test_dps_results_are_mpmath_numbers_and_vectorized() -> None:
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         cmap("tanh", 1.5, dps=15)
     assert local_summary("relu", dps=15)["c_curv_1"] == mp.inf
-
-
-def test_mp_route_uses_exact_kinks() -> None:
-    """relu(x + b) with a shift: the 2-D mp route places the moving kink exactly (dps=30
-    against the float64 quadrature, whose own accuracy is ~1e-16)."""
-    act = activation("relu").transformed(Transform(1.0, -0.3, 0.1, 1.0))
-    high = cmap(act, 0.5, dps=20)
-    assert abs(float(high) - cmap(act, 0.5)) < 1e-15
 
 
 # --- the full sweep --------------------------------------------------------------------------
@@ -164,6 +159,16 @@ def test_sweep_float64_within_1e12_of_dps40(name: str, transform: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", list_activations())
+def test_sweep_steep_tanh_like_moments(name: str) -> None:
+    """E[phi(20 z + b)^2] and E[phi(20 z + b)] against dps=40 for several shifts b."""
+    for b in (0.0, 0.7, -3.1, 4.9):
+        act = activation(name).transformed(Transform(20.0, b))
+        ref = qmap(act, 1.0, dps=40)
+        assert abs(qmap(act, 1.0) - float(ref)) <= FLOAT_TOL * float(ref), b
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "transform"), SWEEP)
 def test_sweep_dps_n_vs_2n_1d(name: str, transform: str) -> None:
     act = _act(name, transform)
@@ -179,6 +184,7 @@ def test_sweep_dps_n_vs_2n_1d(name: str, transform: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "transform", "c"), [
     ("tanh", "id", 0.3), ("tanh", "flat", -0.97), ("relu", "id", 0.97), ("softsign", "flat", 0.5),
+    ("gelu", "flat", 0.35),
     ("selu", "id", -0.2), ("gelu", "steep", 0.6), ("sign", "flat", 0.1),
 ])
 def test_sweep_dps_n_vs_2n_2d(name: str, transform: str, c: float) -> None:

@@ -214,6 +214,12 @@ def test_theorem13_holds_on_shaped_networks(spec, method, kw):
         assert net.check.bound("upper0").applies
 
 
+def test_theorem13_refuses_exploding_q_quickly():
+    # EOC softplus without biases: s_w^2 = 4 at q* = 0, so q doubles per layer from q = 1
+    with pytest.raises(ValueError, match="q reaches"):
+        theorem13("mlp:depth=20,activation=softplus", "eoc")
+
+
 def test_theorem13_dedupes_identical_branches_but_reports_each():
     report = theorem13("resnet:depth=18,shortcut_weight=0.6,activation=softplus", "dks")
     net = nets.resnet(18, shortcut_weight=0.6, activation="softplus")

@@ -231,6 +231,39 @@ class SubnetMap:
         return (round(self.q_start, 13), tuple(items))
 
 
+Q_LIMIT = 1e2  # above this input q, non-closed-form maps need long expansions (slow)
+
+
+def q_states(net: Network, transforms: Mapping[str, Transform] | None = None,
+             q_in: float = 1.0) -> dict[str, float]:
+    """q of every node for network inputs with q = ``q_in`` (Q maps only: cheap)."""
+    acts = net.transformed_activations(transforms)
+    q = np.asarray(float(q_in))
+    states = {INPUT_ID: KernelState(q, q, None)}
+    for node in net.nodes[1:]:
+        states[node.id] = node.layer.kernel_fn([states[p] for p in node.parents], acts)
+    return {k: float(np.asarray(v.q1)) for k, v in states.items()}
+
+
+def check_q_range(net: Network, transforms: Mapping[str, Transform] | None = None) -> None:
+    """Refuse (ValueError) networks whose q explodes into a range where the C maps of
+    non-closed-form activations are impractically slow to evaluate (e.g. an EOC softplus
+    chain without biases, where q doubles per layer)."""
+    from kernelshape import closed_forms
+
+    qs = q_states(net, transforms)
+    acts = net.transformed_activations(transforms)
+    for node in net.nonlinear_nodes:
+        q = qs[node.parents[0]]
+        act = acts[node.layer.activation_key]
+        if not math.isfinite(q) or (q > Q_LIMIT and not closed_forms.supports(act)):
+            raise ValueError(
+                f"the pre-activation second moment q reaches {q:.3g} at {node.id!r} for inputs "
+                f"with q = 1 (this initialization does not keep q near a fixed point); "
+                f"C maps of {act.name} at q > {Q_LIMIT:g} are too slow to evaluate here; "
+                "shape the network (--method dks or tat) or use a shallower one")
+
+
 # --------------------------------------------------------------------------- EOC chains
 
 def eoc_chain_states(act: Activation, depth: int, weight_variance: float, bias_variance: float,

@@ -29,6 +29,7 @@ import numpy as np
 from kernelshape.verify.networks import (
     Shaped,
     SubnetMap,
+    check_q_range,
     shape_network,
     subnetworks,
     target_text,
@@ -311,6 +312,7 @@ def theorem13(net_or_spec: Any, method: str = "none", *, zeta: float = 1.5, tau:
     start = time.perf_counter()
     if shaped is None:
         shaped = shape_network(net_or_spec, method, zeta=zeta, tau=tau, eta=eta)
+    check_q_range(shaped.net, shaped.transforms)
     done: dict[tuple, CMapCheck] = {}
     checks = []
     for sub in subnetworks(shaped.net, prefixes):
