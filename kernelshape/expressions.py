@@ -88,7 +88,9 @@ def _number(value: object, text: str) -> sp.Expr:
         raise _error(text, f"constant {value!r} is not a real number")
     if isinstance(value, float) and not math.isfinite(value):
         raise _error(text, "it contains an infinite or NaN constant")
-    return sp.Integer(value) if isinstance(value, int) else sp.Float(repr(value), 17)
+    # decimal literals become exact rationals: kinks such as max(x, 0.3) are then located
+    # exactly, and sympy's Piecewise code does not recurse forever on Float conditions
+    return sp.Integer(value) if isinstance(value, int) else sp.Rational(repr(value))
 
 
 def _build(node: ast.AST, text: str) -> sp.Expr:

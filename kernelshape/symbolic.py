@@ -132,15 +132,20 @@ def _interval_ends(cond: sp.Basic) -> set[float]:
         region = cond.as_set()
     except (NotImplementedError, TypeError, ValueError):
         region = None
-    if region is None or isinstance(region, sp.ConditionSet) or not (
+    problem = ValueError(
+        f"the kink condition {cond} is not a union of intervals in x; "
+        "use max/min/abs/sign/step of expressions whose zeros are simple"
+    )
+    if region is None or region.has(sp.ConditionSet) or not (
         region.is_Interval or region.is_Union or region.is_FiniteSet or region.is_empty
     ):
-        raise ValueError(
-            f"the kink condition {cond} is not a union of intervals in x; "
-            "use max/min/abs/sign/step of expressions whose zeros are simple"
-        )
+        raise problem
+    try:
+        boundary = region.boundary
+    except (NotImplementedError, TypeError, ValueError):
+        raise problem from None
     ends = set()
-    for point in region.boundary:
+    for point in boundary:
         if point.is_finite:
             ends.add(float(point))
     return ends
@@ -148,6 +153,14 @@ def _interval_ends(cond: sp.Basic) -> set[float]:
 
 def analyze(expr: sp.Expr) -> PiecewiseInfo:
     """Split ``expr`` into smooth pieces at its kinks and measure its regularity there."""
+    try:
+        return _analyze(expr)
+    except RecursionError:
+        raise ValueError(f"cannot separate the kinks of {expr} (sympy recursion limit); "
+                         "simplify the max/min/abs/sign/step arguments") from None
+
+
+def _analyze(expr: sp.Expr) -> PiecewiseInfo:
     folded = _to_piecewise(expr)
     if not isinstance(folded, sp.Piecewise):
         if folded.has(sp.Piecewise):

@@ -183,7 +183,7 @@ def test_gaussian_moments_beat_the_dks_rule() -> None:
     assert abs(expect_1d([(relu, 0)] * 2) - 0.5) <= 2e-16
 
 
-@pytest.mark.parametrize("b", [0.0, 0.7, -3.1, 4.9])
+@pytest.mark.parametrize("b", [0.7, -3.1])  # more shifts and activations in test_precise's sweep
 def test_steep_transforms_are_exact(b: float) -> None:
     """2-D quadrature of gaussian(20 x + b) (steep, shifted) against its closed form, and
     E[tanh(20 z + b)^2] against dps=40 (plain Gauss-Hermite is off by ~2e-2 here)."""
