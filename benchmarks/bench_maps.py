@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                       if math.isfinite(row["values"][k]) and math.isfinite(d["values"][k]))
             if "c" in d:
                 err = max(err, abs(row["c"] - d["c"]))
-            cratio = (row["cmap_warm"] / (POINTS * d["c_point_s"]) if "c_point_s" in d
+            cratio = (row["cmap_build"] / (POINTS * d["c_point_s"]) if "c_point_s" in d
                       else None)
             line += (f" | {_fmt(d['summary_s']):>8s} {ratio:6.3f} "
                      f"{_fmt(d.get('c_point_s'), 1, 2):>8s} "
@@ -223,8 +223,10 @@ def main(argv: list[str] | None = None) -> None:
           "costs 10^5 x Cpt)")
     if dks:
         print("dks: its 100000-node rule (summary) and dblquad (C point at c = 0.5); ratio = "
-              "kernelshape warm / dks; ratio* = kernelshape 10^5-point map / (10^5 x dks "
-              "C point); dks err = max |dks - kernelshape| over the summary keys and C(0.5)")
+              "kernelshape warm / dks; ratio* = kernelshape 10^5-point map (built from "
+              "scratch) / (10^5 x dks C point); dks err = max |dks - kernelshape| over the "
+              "summary keys and C(0.5) (sign/step: dks differentiates a.e., so its "
+              "c_slope_0 misses the Dirac mass: 0 instead of 2/pi, 1/pi)")
     sys.stdout.flush()
 
 

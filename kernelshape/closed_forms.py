@@ -40,11 +40,21 @@ def _abrelu(neg: sp.Expr, pos: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     return k, mean
 
 
+def _base_key(act: Activation) -> tuple:
+    """What identifies the untransformed activation (cheap: no new objects)."""
+    return (act.name, tuple(sorted(act.params.items())), act.builtin, act.expr)
+
+
 def _family(act: Activation) -> str | None:
-    return _base_family(act.base)
+    key = _base_key(act)
+    if key not in _FAMILIES:
+        _FAMILIES[key] = _base_family(act)
+    return _FAMILIES[key]
 
 
-@cache
+_FAMILIES: dict[tuple, str | None] = {}
+
+
 def _base_family(act: Activation) -> str | None:
     if act.name in ("relu", "leaky_relu", "abs", "step", "sign", "erf", "sin", "cos", "exp",
                     "gaussian", "gelu_exact") and act.builtin:
@@ -93,12 +103,17 @@ def _symbolic(act: Activation, name: str, flip: bool) -> tuple[sp.Expr, sp.Expr]
     raise KeyError(name)
 
 
-@cache
-def _compiled(base: Activation, name: str, flip: bool, order: int) -> tuple[Callable, Callable]:
-    """Lambdified ``d^order K/dc^order`` and mean; keyed on the *untransformed* activation."""
-    k, mean = _symbolic(base, name, flip)
-    return (sp.lambdify((C, A1, A2, B), sp.diff(k, C, order), "numpy"),
-            sp.lambdify((A1, B), mean, "numpy"))
+_COMPILED: dict[tuple, tuple[Callable, Callable]] = {}
+
+
+def _compiled(act: Activation, name: str, flip: bool, order: int) -> tuple[Callable, Callable]:
+    """Lambdified ``d^order K/dc^order`` and mean, cached per *untransformed* activation."""
+    key = (_base_key(act), name, flip, order)
+    if key not in _COMPILED:
+        k, mean = _symbolic(act, name, flip)
+        _COMPILED[key] = (sp.lambdify((C, A1, A2, B), sp.diff(k, C, order), "numpy"),
+                          sp.lambdify((A1, B), mean, "numpy"))
+    return _COMPILED[key]
 
 
 def supports(act: Activation) -> bool:
@@ -115,15 +130,15 @@ def supports(act: Activation) -> bool:
 
 
 @cache
-def _monomials(base: Activation) -> np.polynomial.Polynomial:
+def _monomials(expr: sp.Expr) -> np.polynomial.Polynomial:
     """phi(x) = sum_j p_j x^j for a polynomial activation."""
-    poly = sp.Poly(sp.expand(base.expr), X)
+    poly = sp.Poly(sp.expand(expr), X)
     return np.polynomial.Polynomial([float(v) for v in reversed(poly.all_coeffs())])
 
 
 def _hermite_coefficients(act: Activation, a: float, b: float) -> np.ndarray:
     """Coefficients h_k of phi(a z + b) = sum_k h_k He_k(z) (exact for polynomials)."""
-    composed = _monomials(act.base)(np.polynomial.Polynomial([b, a]))
+    composed = _monomials(act.expr)(np.polynomial.Polynomial([b, a]))
     return np.polynomial.hermite_e.poly2herme(composed.coef)
 
 
@@ -147,7 +162,7 @@ def kernel(act: Activation, q1: float, q2: float, c: np.ndarray, order: int) -> 
     ka, kb = (abs(a1), abs(a2)) if name in ("relu", "leaky_relu", "abs", "erf") else (a1, a2)
     if name in ("step", "sign") and t.input_scale < 0:
         ka, kb = a1, a2  # step(-x)step(-y) has the same law; sign is odd: product unchanged
-    k_fn, mean_fn = _compiled(act.base, name, flip, order)
+    k_fn, mean_fn = _compiled(act, name, flip, order)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = np.asarray(k_fn(c, ka, kb, t.input_shift), dtype=float) * np.ones_like(c)
         if name in ("step",) and t.input_scale < 0:

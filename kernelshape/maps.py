@@ -56,7 +56,7 @@ TABLE_MIN_POINTS = 2048  # from this many points, evaluate through a ThetaTable
 TABLE_MIN_TERMS = 24  # hermite series shorter than this are evaluated directly (Horner)
 GLOBAL_DEGREES = (32, 64, 128, 256)
 GLOBAL_TOLERANCE = 2e-15
-CACHE_SIZE = 4096
+CACHE_SIZE = 1024  # per cache; entries are at most a few 10 kB
 
 
 def _as_activation(act: Activation | str) -> Activation:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,19 @@ def test_route_depends_on_transform_and_q() -> None:
     assert route("tanh", q1=0.01, q2=3.0) == "hermite"
     assert route("x*tanh(x)") == "hermite"
     assert route("x**3 - 2*x") == "closed"  # polynomials: exact Hermite re-expansion
+
+
+def test_docs_route_table_is_current() -> None:
+    """docs/maps.md lists, per built-in, the route at q = 1, 10, 100: it must match the code."""
+    text = (Path(__file__).parent.parent / "docs" / "maps.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`") and cells[0].endswith("`"):
+            rows[cells[0].strip("`")] = cells[3:]
+    assert set(rows) == set(list_activations())
+    for name, routes in rows.items():
+        assert routes == [route(name, q) for q in (1.0, 10.0, 100.0)], name
 
 
 # --- q snapping and caches -------------------------------------------------------------------
