@@ -80,9 +80,12 @@ def _symbolic(act: Activation, name: str, flip: bool) -> tuple[sp.Expr, sp.Expr]
         return (2 / sp.pi * sp.asin(2 * A1 * A2 * C / sp.sqrt((1 + 2 * A1**2) * (1 + 2 * A2**2))),
                 sp.Integer(0))
     if name in ("sin", "cos"):
-        sgn = -1 if name == "sin" else 1
-        k = (sp.exp(-(A1**2 + A2**2) / 2)
-             * (sp.exp(A1 * A2 * C) + sgn * sp.cos(2 * B) * sp.exp(-A1 * A2 * C)) / 2)
+        # (e^r -+ cos(2b) e^-r)/2 = sinh r + sin(b)^2 e^-r (sin), cosh r - sin(b)^2 e^-r (cos):
+        # no cancellation at small r = a1 a2 c (sin's Q(q) = (1 - e^-2q)/2 at q -> 0)
+        r = A1 * A2 * C
+        even = sp.sinh(r) + sp.sin(B) ** 2 * sp.exp(-r) if name == "sin" else \
+            sp.cosh(r) - sp.sin(B) ** 2 * sp.exp(-r)
+        k = sp.exp(-(A1**2 + A2**2) / 2) * even
         trig = sp.sin if name == "sin" else sp.cos
         return k, trig(B) * sp.exp(-(A1**2) / 2)
     if name == "exp":

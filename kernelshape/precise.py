@@ -340,7 +340,8 @@ def qmap(act: Activation, q, order: int, dps: int):
             else:
                 poly = q_derivative_weight(order, "mpmath")
                 value = _expect_1d(lambda z: g(z) ** 2 * poly(z), g) / qv**order
-        return +value
+        with mp.workdps(dps):
+            return +value
 
     return _vectorize(q, one)
 
@@ -358,7 +359,8 @@ def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
             if abs(cv) > 1:
                 raise ValueError(f"c values must lie in [-1, 1], got {ci!r}")
             value = _kernel(act, mq1, mq2, cv, order, dps + GUARD_DIGITS) / norm
-        return +value
+        with mp.workdps(dps):
+            return +value
 
     return _vectorize(c, one)
 
@@ -385,4 +387,5 @@ def local_summary(act: Activation, dps: int) -> dict[str, mp.mpf]:
             "c_slope_1": slope_sq / q_value,
             "c_curv_1": curv_sq / q_value,
         }
-    return {k: +v for k, v in values.items()}
+    with mp.workdps(dps):  # round to N digits here (outside, +v would round to the caller's)
+        return {k: +v for k, v in values.items()}

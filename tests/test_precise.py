@@ -124,6 +124,19 @@ def test_dps_n_correct_to_n_minus_5_digits_2d() -> None:
     assert abs(cmap(act, -0.8) - float(high)) <= 1e-15
 
 
+def test_dps_results_carry_n_digits() -> None:
+    """Known values to ~N digits (not rounded to float64 on the way out)."""
+    with mp.workdps(60):
+        relu = local_summary("relu", dps=40)
+        assert abs(relu["c_value_0"] - 1 / mp.pi) < mp.mpf(10) ** -38
+        assert abs(relu["q_value"] - mp.mpf(1) / 2) < mp.mpf(10) ** -38
+        erf = qmap("erf", 1.0, dps=40)  # quadrature at 40 digits vs the closed form
+        assert abs(erf - 2 / mp.pi * mp.asin(mp.mpf(2) / 3)) < mp.mpf(10) ** -38
+        sign = cmap("sign", 0.3, dps=20)  # 2-D, jump at 0
+        assert abs(sign - 2 / mp.pi * mp.asin(mp.mpf(0.3))) < mp.mpf(10) ** -18  # float 0.3
+        assert abs(cmap("sin", 1.0, 2.0, 2.0, dps=30) - mp.mpf(1)) < mp.mpf(10) ** -28
+
+
 def test_dps_results_are_mpmath_numbers_and_vectorized() -> None:
     out = cmap("tanh", np.array([-1.0, 1.0]), dps=15)
     assert out.shape == (2,) and all(isinstance(v, mp.mpf) for v in out)
