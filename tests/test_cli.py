@@ -371,6 +371,17 @@ def test_not_yet_available_modules_say_so(tmp_path: Path, module: str, args: lis
     assert list(tmp_path.iterdir()) == []
 
 
+def test_verify_approximation_is_listed_and_errors_shrink_with_width(tmp_path: Path) -> None:
+    proc = run("verify", "approximation", "--net", "mlp:depth=3,activation=tanh",
+               "--widths", "32,2048", "--seeds", "16", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (report,) = one_json(proc)["reports"]
+    coarse, fine = report["points"]
+    assert (coarse["width"], fine["width"]) == (32, 2048)
+    # Monte Carlo error ~ 1/sqrt(width): 8x smaller expected; demand at least 3x
+    assert fine["c_rmse"] < coarse["c_rmse"] / 3 and fine["q_rmse"] < coarse["q_rmse"] / 3
+
+
 # --------------------------------------------------------------------------- train
 
 

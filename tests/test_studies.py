@@ -11,8 +11,9 @@ import pytest
 from studies import run as study
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CONFIGS = [os.path.join(HERE, "..", "studies", n)
-           for n in ("core_mlp50_mnist1d.json", "full_mlp.json", "convnet_mnist1d.json")]
+STUDIES = os.path.join(HERE, "..", "studies")
+CONFIGS = sorted(os.path.join(STUDIES, n) for n in os.listdir(STUDIES) if n.endswith(".json"))
+CORE = os.path.join(STUDIES, "core_mlp50_mnist1d.json")
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -29,13 +30,20 @@ def test_configs_expand_to_cells(path):
             assert c["activation"] == "relu"
 
 
-def test_full_design_covers_the_issue():
-    cfg = study.load_config(CONFIGS[1])
-    methods = {a["method"] for a in cfg["arms"]}
-    assert methods == {"dks", "tat", "eoc", "ll", "none", "resnet-bn"}
-    assert set(cfg["optimizers"]) == {"adam", "kfac", "sgd"}
-    assert set(cfg["data"]) == {"mnist1d", "mnist5k", "digits"}
-    assert {n["depth"] for n in cfg["networks"]} == {50, 100}
+def test_the_configs_together_cover_the_issue_design():
+    """The study set: every dataset, depth, activation, arm and optimizer of the design."""
+    grid = [c for path in CONFIGS for c in study.cells(study.load_config(path))]
+    assert {c["data"] for c in grid} == {"mnist1d", "mnist5k", "digits"}
+    assert {(c["network"]["preset"], c["depth"]) for c in grid} >= {("mlp", 50), ("mlp", 100),
+                                                                     ("convnet", 30)}
+    assert {c["activation"] for c in grid} >= {"tanh", "softplus", "leaky_relu", "relu"}
+    assert {c["arm"]["method"] for c in grid} == {"dks", "tat", "eoc", "ll", "none", "resnet-bn"}
+    assert {c["optimizer"] for c in grid} == {"adam", "kfac", "sgd"}
+    zetas = {c["arm"]["method_options"]["zeta"] for c in grid if c["arm"]["method"] == "dks"}
+    assert len(zetas) >= 2
+    tat = {tuple(c["arm"]["method_options"]) for c in grid if c["arm"]["method"] == "tat"}
+    assert tat == {("tau",), ("eta",)}
+    assert all(c["activation"] == "relu" for c in grid if c["arm"]["method"] == "ll")
 
 
 def test_smoothing_and_steps_to_target():
@@ -46,7 +54,7 @@ def test_smoothing_and_steps_to_target():
 
 
 def test_only_filter():
-    cells = study.cells(study.load_config(CONFIGS[0]))
+    cells = study.cells(study.load_config(CORE))
     got = study.select(cells, ["arm=dks-z1.5|none", "optimizer=adam"])
     assert sorted(c["arm"]["name"] for c in got) == ["dks-z1.5", "none"]
 
@@ -55,10 +63,10 @@ def test_quick_pipeline_runs_and_summarizes(tmp_path):
     pytest.importorskip("jax")
     pytest.importorskip("sklearn")
     out = tmp_path / "quick"
-    rc = study.main([CONFIGS[0], "--quick", "--out", str(out),
+    rc = study.main([CORE, "--quick", "--out", str(out),
                      "--only", "arm=dks-z1.5|none", "--only", "optimizer=adam"])
     assert rc == 0
-    study.main([CONFIGS[0], "--quick", "--out", str(out), "--only", "arm=resnet-bn",
+    study.main([CORE, "--quick", "--out", str(out), "--only", "arm=resnet-bn",
                 "--only", "optimizer=kfac"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["quick"] and summary["environment"]["python"]
@@ -74,7 +82,7 @@ def test_quick_pipeline_runs_and_summarizes(tmp_path):
     assert run["times"] == sorted(run["times"])
     assert (out / "summary.csv").read_text().startswith("data,depth")
     # resuming a finished study runs nothing new
-    study.main([CONFIGS[0], "--quick", "--out", str(out), "--only", "arm=none",
+    study.main([CORE, "--quick", "--out", str(out), "--only", "arm=none",
                 "--only", "optimizer=adam"])
     again = json.loads((out / "cells" / "digits__mlp6__tanh__none__adam.json").read_text())
     assert len(again["runs"]) == 1

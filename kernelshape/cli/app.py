@@ -94,12 +94,14 @@ examples:
   kernelshape export constants.json --to numpy --json -o act.py""",
     "verify": """\
 Numerical checks of the DKS theorems (seed talk): Theorem 13 (C-map approximation bounds
-for every subnetwork) and Theorem 27 (per-layer NTK bound 11 (zeta - 1)).
+for every subnetwork), Theorem 27 (per-layer NTK bound 11 (zeta - 1)) and 'approximation'
+(finite-width kernels against the infinite-width maps, error against width).
 Further options are passed to kernelshape.verify.
 
 examples:
   kernelshape verify theorem13 --net mlp:depth=100,activation=tanh
-  kernelshape verify theorem27 --net mlp:depth=20,activation=softplus --json""",
+  kernelshape verify theorem27 --net mlp:depth=20,activation=softplus --json
+  kernelshape verify approximation --net mlp:depth=10,activation=tanh""",
     "plot": """\
 Draws a figure of the gallery to a PNG (NAME 'all' draws every figure into the directory
 given by -o). Further options are passed to kernelshape.plots.
@@ -108,8 +110,9 @@ examples:
   kernelshape plot cmap-degeneration -o degeneration.png
   kernelshape plot all -o plots""",
     "train": """\
-Reference trainer (NumPy backend): a deep vanilla network on an offline dataset
-(mnist1d, digits, mnist5k, teacher, or an .npz with x_train, y_train, x_test, y_test).
+Reference trainer: a deep network on an offline dataset (mnist1d, digits, mnist5k,
+teacher, or an .npz with x_train, y_train, x_test, y_test). The NumPy backend trains MLPs;
+convnets, residual nets (resnet, wide_resnet) and LayerNorm need --backend jax.
 Methods dks/tat shape the activations (or use --constants FILE), eoc/none/ll are baselines.
 A run directory (--out) holds config.json, metrics.jsonl and checkpoints; --resume DIR
 continues it exactly. Exit code 1 when the run diverges.
@@ -119,6 +122,8 @@ examples:
                     --method dks --data mnist1d --steps 500 --out runs/dks
   kernelshape train --net mlp:depth=20,width=64,input_dim=32 --method tat --data teacher \\
                     --optimizer kfac --steps 200 --json
+  kernelshape train --backend jax --method dks --data mnist1d --steps 500 --dtype float32 \\
+      --net resnet:depth=18,width=16,shortcut_weight=0.8,input_shape=40x1,num_classes=10
   kernelshape train --resume runs/dks --steps 1000""",
     "demo": """\
 Shapes a 100-layer tanh MLP and a ResNet-101 (softplus, version 2, shortcut weight 0.6)
@@ -236,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.set_defaults(handler=commands.export)
 
-    p = _command(sub, "verify", "check Theorem 13 / Theorem 27 numerically")
-    p.add_argument("theorem", choices=("theorem13", "theorem27"))
+    p = _command(sub, "verify", "check Theorem 13 / Theorem 27 / kernel approximation")
+    p.add_argument("theorem", choices=("theorem13", "theorem27", "approximation"))
     p.add_argument("--net", required=True, metavar="SPEC", help="network SPEC or JSON path")
     _json_flag(p)
     p.set_defaults(handler=commands.verify, passthrough=True)

@@ -1,14 +1,18 @@
-"""JAX optimizers: optax SGD / Adam with schedules, and K-FAC (kfac-jax, or our own dense K-FAC).
+"""JAX optimizers: optax SGD / Adam with schedules, and K-FAC (kfac-jax, or our own K-FAC).
 
 `kfac` uses the `kfac-jax` package when it imports (kfac-jax 0.0.8 needs jax <= 0.9.1). Where it
 does not (e.g. Python 3.12 with jax 0.11, where kfac-jax 0.0.8 fails on `jax.core.Effects`),
-`kfac_implementation="auto"` falls back to `kfac_update` below: the NumPy backend's K-FAC for
-Dense layers (Kronecker factors with sampled labels, factored Tikhonov damping, periodic
-inverses, momentum, norm constraint) written in jax.numpy and jit-compiled.
+`kfac_implementation="auto"` falls back to `kfac_update` below: the NumPy backend's K-FAC
+(Kronecker factors with sampled labels, factored Tikhonov damping, periodic inverses, momentum,
+norm constraint) written in jax.numpy and jit-compiled, for mixed parameter lists: Dense
+layers (K-FAC, Martens & Grosse 2015), convolutions (KFC, Grosse & Martens 2016, on
+`conv_patches`) and 1-D pairs such as LayerNorm (scale, offset), which are not preconditioned.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -72,70 +76,141 @@ def kfac_jax_available() -> tuple[bool, str]:
     return True, ""
 
 
-# --------------------------------------------------------------------------- own dense K-FAC
+# --------------------------------------------------------------------------- own K-FAC / KFC
+
+Pair = tuple[Array, Array]
+
+
+def conv_patches(x: Array, kernel_size: tuple[int, ...], stride: tuple[int, ...] | int = 1
+                 ) -> Array:
+    """'SAME'-padded patches of channels-last x (B, *spatial, Cin): (B, T, prod(kernel) * Cin).
+
+    T = prod(ceil(size / stride)); features ordered (*kernel, Cin) row-major, so
+    `patches @ W.reshape(-1, Cout)` is the 'SAME' convolution with W (*kernel, Cin, Cout).
+    Built from strided slices (exact: no one-hot convolution, no TF32 rounding).
+    """
+    nd = len(kernel_size)
+    stride = (stride,) * nd if isinstance(stride, int) else tuple(stride)
+    sizes = x.shape[1:-1]
+    out = [-(-n // s) for n, s in zip(sizes, stride, strict=True)]
+    pads = [max((o - 1) * s + k - n, 0) for o, s, k, n in zip(out, stride, kernel_size, sizes,
+                                                               strict=True)]
+    xp = jnp.pad(x, [(0, 0)] + [(p // 2, p - p // 2) for p in pads] + [(0, 0)])
+    taps = []
+    for offset in itertools.product(*(range(k) for k in kernel_size)):
+        index = tuple(slice(d, d + (o - 1) * s + 1, s)
+                      for d, o, s in zip(offset, out, stride, strict=True))
+        taps.append(xp[(slice(None), *index)])                # (B, *out, Cin)
+    patches = jnp.stack(taps, axis=-2)                         # (B, *out, K, Cin)
+    return patches.reshape(x.shape[0], math.prod(out), -1)
+
 
 class KFACState(NamedTuple):
+    """Per parameter pair: Kronecker factors and their damped inverses ((0, 0) placeholders for
+    1-D pairs, which are not preconditioned), momentum velocity, and the step count."""
+
     a_factors: list[Array]
     g_factors: list[Array]
     a_inverses: list[Array]
     g_inverses: list[Array]
-    velocity: list[tuple[Array, Array]]
+    velocity: list[Pair]
     count: Array
 
 
-def kfac_init(params: list[tuple[Array, Array]]) -> KFACState:
-    """Identity factors and inverses, zero velocity (as `optim.kfac`)."""
+def _preconditioned(w: Array) -> bool:
+    """Dense (fan_in, fan_out) and Conv (*kernel, Cin, Cout) weights get Kronecker factors."""
+    return w.ndim >= 2
+
+
+def kfac_init(params: list[Pair]) -> KFACState:
+    """Identity factors and inverses, zero velocity (as `optim.kfac`). A Dense / Conv weight W
+    with fan_in = prod(W.shape[:-1]) gets A of size fan_in + 1 (bias row) and G of size
+    W.shape[-1]; a 1-D pair (e.g. LayerNorm scale, offset) gets (0, 0) placeholders."""
     dt = params[0][0].dtype
-    a = [jnp.eye(w.shape[0] + 1, dtype=dt) for w, _ in params]
-    g = [jnp.eye(w.shape[1], dtype=dt) for w, _ in params]
+    a, g = [], []
+    for w, _ in params:
+        fan_in, fan_out = (math.prod(w.shape[:-1]) + 1, w.shape[-1]) if _preconditioned(w) \
+            else (0, 0)
+        a.append(jnp.eye(fan_in, dtype=dt))
+        g.append(jnp.eye(fan_out, dtype=dt))
     vel = [(jnp.zeros_like(w), jnp.zeros_like(b)) for w, b in params]
     return KFACState(a, g, list(a), list(g), vel, jnp.zeros((), jnp.int32))
 
 
-def kfac_update(grads: list[tuple[Array, Array]], state: KFACState,
-                curvature: list[tuple[Array, Array]], *, lr: float, damping: float = 1e-2,
-                ema: float = 0.95, inverse_every: int = 5, momentum: float = 0.9,
-                norm_constraint: float | None = 1e-3, curvature_every: int = 1
-                ) -> tuple[list[tuple[Array, Array]], KFACState]:
-    """One K-FAC step for Dense layers, the same algorithm as `kernelshape.train.optim.kfac`.
+def _ema_factors(a: Array, s: Array, a_old: Array, g_old: Array, decay: Array
+                 ) -> tuple[Array, Array]:
+    """EMA of the statistics of inputs a (B, [T,] d_in) and output gradients of the mean loss
+    s (B, [T,] d_out): with a_h = [a, 1] over the B*T rows, A = sum a_h a_h^T / (B T) and
+    G = B sum s s^T (per-example gradients are B s; KFC's spatially uncorrelated derivatives;
+    Dense is T = 1)."""
+    batch = a.shape[0]
+    a, s = a.reshape(-1, a.shape[-1]), s.reshape(-1, s.shape[-1])
+    a_h = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)
+    return (decay * a_old + (1 - decay) * (a_h.T @ a_h) / a.shape[0],
+            decay * g_old + (1 - decay) * (s.T @ s) * batch)
 
-    curvature: per layer (input a (B, fan_in), s (B, fan_out)) with s the gradient of the mean
-    loss under labels sampled from the model. Jit-compatible (inverses under `lax.cond`).
+
+def kfac_update(grads: list[Pair], state: KFACState, curvature: list[Pair | None], *,
+                lr: float, damping: float = 1e-2, ema: float = 0.95, inverse_every: int = 5,
+                momentum: float = 0.9, norm_constraint: float | None = 1e-3,
+                curvature_every: int = 1) -> tuple[list[Pair], KFACState]:
+    """One K-FAC step (`kernelshape.train.optim.kfac`), with KFC for convolutions.
+
+    curvature[i] for params[i]: Dense (a (B, fan_in), s (B, fan_out)); Conv
+    (`conv_patches` (B, T, k Cin), s (B, T, Cout)); s the output gradients of the mean loss under
+    labels sampled from the model; None for 1-D pairs. Factors: `_ema_factors`, inverted
+    every `inverse_every` steps with factored Tikhonov damping
+    pi = sqrt((tr A / dim A) / (tr G / dim G)): (A + pi sqrt(damping) I)^-1,
+    (G + sqrt(damping) / pi I)^-1. Direction P = A^-1 [gW; gb] G^-1 (gW as (fan_in, fan_out));
+    1-D pairs: P = gradient. v <- momentum v + P; update -eta v,
+    eta = min(lr, sqrt(norm_constraint / sum_l v_l^T (A_l kron G_l) v_l)) with the undamped
+    factors (identity for 1-D pairs), as `optim.kfac`.
+    Layer kinds come from the static gradient shapes (W.ndim >= 2: Kronecker factors), so the
+    step jit-compiles once.
     """
     t = state.count
     decay = jnp.where(t > 0, ema, 0.0)
     take = (t % curvature_every) == 0
-    a_f, g_f = [], []
-    for (a, s), a_old, g_old in zip(curvature, state.a_factors, state.g_factors, strict=True):
-        n = a.shape[0]
-        a_h = jnp.concatenate([a, jnp.ones((n, 1), a.dtype)], axis=1)
-        a_new = decay * a_old + (1 - decay) * (a_h.T @ a_h) / n
-        g_new = decay * g_old + (1 - decay) * (s.T @ s) * n
-        a_f.append(jnp.where(take, a_new, a_old))
-        g_f.append(jnp.where(take, g_new, g_old))
+    kron = [_preconditioned(gw) for gw, _ in grads]
+    a_f, g_f = list(state.a_factors), list(state.g_factors)
+    for i, stats in enumerate(curvature):
+        if kron[i]:
+            a_new, g_new = _ema_factors(*stats, a_f[i], g_f[i], decay)
+            a_f[i], g_f[i] = jnp.where(take, a_new, a_f[i]), jnp.where(take, g_new, g_f[i])
 
     def invert(factors: tuple[list[Array], list[Array]]) -> tuple[list[Array], list[Array]]:
         a_inv, g_inv = [], []
         root = jnp.sqrt(damping)
-        for a, g in zip(*factors, strict=True):
-            pi = jnp.sqrt((jnp.trace(a) / a.shape[0])
-                          / jnp.maximum(jnp.trace(g) / g.shape[0], 1e-30))
-            a_inv.append(jnp.linalg.inv(a + pi * root * jnp.eye(a.shape[0], dtype=a.dtype)))
-            g_inv.append(jnp.linalg.inv(g + root / pi * jnp.eye(g.shape[0], dtype=g.dtype)))
+        for a, g, k in zip(*factors, kron, strict=True):
+            if k:
+                pi = jnp.sqrt((jnp.trace(a) / a.shape[0])
+                              / jnp.maximum(jnp.trace(g) / g.shape[0], 1e-30))
+                a = jnp.linalg.inv(a + pi * root * jnp.eye(a.shape[0], dtype=a.dtype))
+                g = jnp.linalg.inv(g + root / pi * jnp.eye(g.shape[0], dtype=g.dtype))
+            a_inv.append(a)          # 1-D pairs keep their (0, 0) placeholders
+            g_inv.append(g)
         return a_inv, g_inv
 
     a_inv, g_inv = jax.lax.cond(t % inverse_every == 0, invert,
                                 lambda _: (list(state.a_inverses), list(state.g_inverses)),
                                 (a_f, g_f))
-    vel, inner = [], 0.0
+    vel, quad = [], 0.0
     for i, ((gw, gb), (vw, vb)) in enumerate(zip(grads, state.velocity, strict=True)):
-        p = a_inv[i] @ jnp.concatenate([gw, gb[None, :]], axis=0) @ g_inv[i]
-        nw, nb = momentum * vw + p[:-1], momentum * vb + p[-1]
+        pw, pb = gw, gb
+        if kron[i]:
+            p = a_inv[i] @ jnp.concatenate([gw.reshape(-1, gw.shape[-1]), gb[None, :]],
+                                           axis=0) @ g_inv[i]
+            pw, pb = p[:-1].reshape(gw.shape), p[-1]
+        nw, nb = momentum * vw + pw, momentum * vb + pb
         vel.append((nw, nb))
-        inner = inner + jnp.sum(nw * gw) + jnp.sum(nb * gb)
+        if kron[i]:
+            v = jnp.concatenate([nw.reshape(-1, nw.shape[-1]), nb[None, :]], axis=0)
+            quad = quad + jnp.sum((a_f[i] @ v @ g_f[i]) * v)
+        else:                        # identity preconditioner: Fisher taken as the identity
+            quad = quad + jnp.sum(nw * nw) + jnp.sum(nb * nb)
     eta = jnp.asarray(lr, grads[0][0].dtype)
     if norm_constraint is not None:
-        safe = jnp.where(inner > 0, inner, 1.0)
-        eta = jnp.where(inner > 0, jnp.minimum(lr, jnp.sqrt(norm_constraint / safe)), lr)
+        safe = jnp.where(quad > 0, quad, 1.0)
+        eta = jnp.where(quad > 0, jnp.minimum(lr, jnp.sqrt(norm_constraint / safe)), lr)
     upd = [(-eta * vw, -eta * vb) for vw, vb in vel]
     return upd, KFACState(a_f, g_f, list(a_inv), list(g_inv), vel, t + 1)

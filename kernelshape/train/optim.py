@@ -111,7 +111,10 @@ def kfac(lr: float, damping: float = 1e-2, ema: float = 0.95, inverse_every: int
     steps with factored Tikhonov damping pi = sqrt((tr A / dim A) / (tr G / dim G)):
     A_inv = (A + pi sqrt(damping) I)^-1, G_inv = (G + sqrt(damping) / pi I)^-1.
     Direction P = A_inv [dW; db] G_inv; v <- momentum v + P; update = -eta v with
-    eta = min(lr, sqrt(norm_constraint / sum <v, grad>)) (the KL-style norm constraint).
+    eta = min(lr, sqrt(norm_constraint / sum_l v_l^T (A_l kron G_l) v_l)): the KL-style norm
+    constraint on the step's quadratic model under the (undamped) K-FAC Fisher. Without
+    momentum this is sum <P, grad> up to damping; with momentum it stays positive where
+    <v, grad> may not (a rule on <v, grad> let occasional ~10x steps through).
     """
 
     def init(params: Pairs) -> KFACState:
@@ -141,15 +144,16 @@ def kfac(lr: float, damping: float = 1e-2, ema: float = 0.95, inverse_every: int
                 root = np.sqrt(damping)
                 a_inv[i] = np.linalg.inv(a + pi * root * np.eye(a.shape[0], dtype=a.dtype))
                 g_inv[i] = np.linalg.inv(g + root / pi * np.eye(g.shape[0], dtype=g.dtype))
-        vel, inner = [], 0.0
+        vel, quad = [], 0.0
         for i, ((gw, gb), (vw, vb)) in enumerate(zip(grads, state.velocity, strict=True)):
             p = a_inv[i] @ np.concatenate([gw, gb[None, :]], axis=0) @ g_inv[i]
             nw, nb = momentum * vw + p[:-1], momentum * vb + p[-1]
             vel.append((nw, nb))
-            inner += float(np.sum(nw * gw) + np.sum(nb * gb))
+            v = np.concatenate([nw, nb[None, :]], axis=0)
+            quad += float(np.sum((a_f[i] @ v @ g_f[i]) * v))     # v^T (A kron G) v >= 0
         eta = lr
-        if norm_constraint is not None and inner > 0:
-            eta = min(lr, float(np.sqrt(norm_constraint / inner)))
+        if norm_constraint is not None and quad > 0:
+            eta = min(lr, float(np.sqrt(norm_constraint / quad)))
         upd = [(-eta * vw, -eta * vb) for vw, vb in vel]
         return upd, KFACState(a_f, g_f, a_inv, g_inv, vel, np.asarray(t + 1, np.int64))
 

@@ -1,7 +1,6 @@
 """``python -m kernelshape.verify CHECK --net SPEC [options] [--json]``.
 
-CHECK is theorem13, theorem27 or approximation (the kernel approximation study, which the
-``kernelshape verify`` command does not list yet).
+CHECK is theorem13, theorem27 or approximation (the same as ``kernelshape verify CHECK``).
 """
 
 from __future__ import annotations

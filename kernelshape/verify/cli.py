@@ -1,4 +1,4 @@
-"""``kernelshape verify theorem13|theorem27`` (and ``python -m kernelshape.verify approximation``).
+"""``kernelshape verify theorem13|theorem27|approximation`` (also ``python -m kernelshape.verify``).
 
 ``run_cli(args)`` receives the CLI's Namespace (``theorem``, ``net``, ``json``, ``emit_json``,
 ``extra``) and parses its own options from ``extra``. Output: a markdown table (paste-able) or
