@@ -39,7 +39,7 @@ bench: $(VENV)/.installed-dev
 plots: $(VENV)/.installed
 	$(VENV)/bin/kernelshape plot all -o plots
 
-STUDIES ?= core_mlp50_mnist1d relu_mlp50_mnist1d deep_mlp100_mnist1d datasets_mlp50 convnet_mnist1d variants_mlp50_mnist1d
+STUDIES ?= core_mlp50_mnist1d kfac_norm_mlp50_mnist1d relu_mlp50_mnist1d deep_mlp100_mnist1d datasets_mlp50 convnet_mnist1d variants_mlp50_mnist1d
 
 # The issue-8 study set (resumable; results in studies/results/NAME). `make study-quick`: minutes.
 study: $(VENV)/.installed-dev

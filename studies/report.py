@@ -21,45 +21,65 @@ def _f(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _group(r: dict[str, Any]) -> str:
+    return f"{r['data']} depth-{r['depth']} {r['activation']}"
+
+
+def _is_reference(arm: str, reference: str) -> bool:
+    """`resnet-bn` also matches `resnet-bn-relu` (the reference of a rectifier study)."""
+    return arm == reference or arm.startswith(reference + "-")
+
+
 def tables(summary: dict[str, Any], reference: str = "resnet-bn",
            ref_optimizer: str | None = None) -> str:
     """The markdown tables of one summary."""
     targets = summary["target_losses"]
     rows = [r for r in summary["cells"] if "skipped" not in r]
-    lines = ["| optimizer | arm | lr | seeds | final train loss | final train acc | test acc | "
-             + " | ".join(f"steps to {t}" for t in targets) + " | s/step | first step s |",
-             "|" + "---|" * (9 + len(targets))]
+    lines = ["| data / net | optimizer | arm | lr | seeds | final train loss | final train acc | "
+             "test acc | " + " | ".join(f"steps to {t}" for t in targets) + " | "
+             + " | ".join(f"s to {t}" for t in targets) + " | s/step | first step s |",
+             "|" + "---|" * (10 + 2 * len(targets))]
     for r in rows:
         steps = [("/".join("-" if h is None else str(h) for h in r[f"steps_to_{t}"]))
                  for t in targets]
+        secs = [_f(r.get(f"seconds_to_{t}_median")) for t in targets]
+        edge = r.get("lr_at_grid_edge")
         lines.append(
-            f"| {r['optimizer']} | {r['arm']} | {r['lr']:g} | {len(r['seeds'])}"
+            f"| {_group(r)} | {r['optimizer']} | {r['arm']} | {r['lr']:g}"
+            f"{' (' + edge + ' edge)' if edge else ''} | {len(r['seeds'])}"
             f"{' (' + str(r['n_diverged']) + ' diverged)' if r['n_diverged'] else ''} | "
             f"{r['final_loss_mean']:.3f} ± {r['final_loss_std']:.3f} | "
             f"{r['final_train_acc_mean']:.3f} | "
             f"{r['test_acc_mean']:.3f} ± {r['test_acc_std']:.3f} | "
-            + " | ".join(steps) + f" | {_f(r['s_per_step'])} | {_f(r['first_step_s'])} |")
+            + " | ".join(steps) + " | " + " | ".join(secs)
+            + f" | {_f(r['s_per_step'])} | {_f(r['first_step_s'])} |")
     out = ["\n".join(lines), ""]
-    sweep = ["| optimizer | arm | lr | status | final train loss (seed "
-             f"{summary['sweep_seed']}) | test acc |", "|---|---|---|---|---|---|"]
+    sweep = ["| data / net | optimizer | arm | lr | status | final train loss (seed "
+             f"{summary['sweep_seed']}) | test acc |", "|---|---|---|---|---|---|---|"]
     for r in summary["sweep"]:
-        sweep.append(f"| {r['optimizer']} | {r['arm']} | {r['lr']:g} | {r['status']} | "
-                     f"{_f(r['final_loss'])} | {_f(r['test_acc'])} |")
+        sweep.append(f"| {_group(r)} | {r['optimizer']} | {r['arm']} | {r['lr']:g} | "
+                     f"{r['status']} | {_f(r['final_loss'])} | {_f(r['test_acc'])} |")
     out += ["\n".join(sweep), ""]
-    by = {(r["arm"], r["optimizer"]): r for r in rows}
-    ratio = ["| arm / optimizer | " + " | ".join(
-        f"median steps to {t} / {reference}" for t in targets) + " |",
-        "|---|" + "---|" * len(targets)]
-    for (arm, opt), r in sorted(by.items()):
-        ref = by.get((reference, ref_optimizer or opt))
-        if ref is None or arm == reference:
+    ratio = ["| data / net | arm / optimizer | reference | " + " | ".join(
+        f"median steps to {t}: ratio (arm/ref)" for t in targets) + " | "
+        + " | ".join(f"median s to {t}: ratio" for t in targets) + " |",
+        "|---|---|---|" + "---|" * (2 * len(targets))]
+    for r in sorted(rows, key=lambda r: (_group(r), r["arm"], r["optimizer"])):
+        if _is_reference(r["arm"], reference):
             continue
+        refs = [x for x in rows if _group(x) == _group(r) and _is_reference(x["arm"], reference)
+                and x["optimizer"] == (ref_optimizer or r["optimizer"])]
+        if not refs:
+            continue
+        ref = refs[0]
         cells = []
-        for t in targets:
-            a, b = r[f"steps_to_{t}_median"], ref[f"steps_to_{t}_median"]
-            cells.append("n/a" if a is None or b is None else f"{a / b:.2f} ({a:g}/{b:g})")
-        ratio.append(f"| {arm} / {opt} (vs {reference}/{ref_optimizer or opt}) | "
-                     + " | ".join(cells) + " |")
+        for key in ("steps_to", "seconds_to"):
+            for t in targets:
+                a, b = r.get(f"{key}_{t}_median"), ref.get(f"{key}_{t}_median")
+                cells.append("n/a" if a is None or b is None
+                             else f"{a / b:.2f} ({a:.3g}/{b:.3g})")
+        ratio.append(f"| {_group(r)} | {r['arm']} / {r['optimizer']} | {ref['arm']} / "
+                     f"{ref['optimizer']} | " + " | ".join(cells) + " |")
     out.append("\n".join(ratio))
     return "\n".join(out)
 

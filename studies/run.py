@@ -166,9 +166,10 @@ def run_one(cfg: dict[str, Any], cell: dict[str, Any], lr: float, seed: int) -> 
         accs.append(float(record["acc"]))
 
     options = dict(cfg["optimizers"][opt].get("options", {}))
+    optimizer = cfg["optimizers"][opt].get("optimizer", opt)   # e.g. "kfac-nc0.01" -> kfac
     rec: dict[str, Any] = {"cell": cell["id"], "lr": lr, "seed": seed, "steps": cfg["steps"]}
     try:
-        r = train(cell["spec"], method=method, optimizer=opt, data=_dataset(cell["data"]),
+        r = train(cell["spec"], method=method, optimizer=optimizer, data=_dataset(cell["data"]),
                   steps=cfg["steps"], seed=seed, out=None, constants=constants, lr=lr,
                   batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=cfg["backend"],
                   optimizer_options=options, progress=False, log_every=max(cfg["steps"], 1),
@@ -202,7 +203,8 @@ def run_cell(cfg: dict[str, Any], cell: dict[str, Any], out: str) -> str:
     if os.path.exists(path):
         with open(path) as f:
             doc = json.load(f)
-    if cell["arm"]["method"] == "resnet-bn" and cell["optimizer"] == "kfac":
+    optimizer = cfg["optimizers"][cell["optimizer"]].get("optimizer", cell["optimizer"])
+    if cell["arm"]["method"] == "resnet-bn" and optimizer == "kfac":
         doc["skipped"] = "K-FAC is not offered for resnet-bn by the trainer"
         _write(path, doc)
         return f"{cell['id']}: skipped"
@@ -287,6 +289,14 @@ def summarize(cfg: dict[str, Any], out: str) -> dict[str, Any]:
             ok = [h for h in hits if h is not None]
             row[f"steps_to_{t}"] = hits
             row[f"steps_to_{t}_median"] = float(np.median(ok)) if len(ok) == len(hits) else None
+            # wall seconds from the first step (jit compile and solve excluded) to the target
+            secs = [None if h is None else r["times"][h - 1] - r["times"][0]
+                    for h, r in zip(hits, chosen, strict=True)]
+            row[f"seconds_to_{t}_median"] = (float(np.median(secs)) if None not in secs
+                                             else None)
+        swept = sorted(r["lr"] for r in doc["runs"] if r["seed"] == seed0)
+        row["lr_at_grid_edge"] = ("low" if lr == swept[0] else "high" if lr == swept[-1]
+                                  else "") if len(swept) > 1 else ""
         per_step = [(r["times"][-1] - r["times"][0]) / max(len(r["times"]) - 1, 1)
                     for r in chosen if len(r["times"]) > 1]
         row["s_per_step"] = float(np.median(per_step)) if per_step else None
@@ -303,6 +313,7 @@ def summarize(cfg: dict[str, Any], out: str) -> dict[str, Any]:
          ["data", "depth", "activation", "arm", "optimizer", "lr", "n_diverged",
           "final_loss_mean", "final_loss_std", "final_train_acc_mean", "test_acc_mean",
           "test_acc_std", *[f"steps_to_{t}_median" for t in cfg["target_losses"]],
+          *[f"seconds_to_{t}_median" for t in cfg["target_losses"]], "lr_at_grid_edge",
           "s_per_step", "first_step_s"])
     _csv(os.path.join(out, "sweep.csv"), sweep_rows,
          ["data", "depth", "activation", "arm", "optimizer", "lr", "status", "final_loss",
