@@ -243,6 +243,10 @@ def test_plan_from_topology_nodes() -> None:
     plan = plan_from_nodes(nodes, {"n": 1})
     assert [type(l).__name__ for l in plan.layers] == ["Dense", "Act", "Dense"]
     assert plan.activation_names == ["t"] and plan.layers[1].activation == "tanh"
-    branch = [*nodes[:3], graph.Node("s", tl.WeightedSum(weights=(0.6, 0.8)), ("a0", "d0"))]
-    with pytest.raises(ValueError, match="trains chains"):
-        plan_from_nodes(branch, {})
+    branch = [*nodes[:3], graph.Node("s", tl.WeightedSum(weights=(0.6, 0.8)), ("a0", "d0")),
+              graph.Node("out", tl.Dense(width=3), ("s",))]
+    dag = plan_from_nodes(branch, {})       # sums are trained by the JAX backend
+    assert dag.layers[2].inputs == ("a0", "d0") and not dag.is_chain
+    unsupported = [*nodes[:3], graph.Node("bn", tl.BatchNorm(), ("a0",))]
+    with pytest.raises(ValueError, match="node 'bn' is a BatchNorm"):
+        plan_from_nodes(unsupported, {})

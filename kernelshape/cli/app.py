@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_real, metavar="LR", help="learning rate (optimizer default)")
     p.add_argument("--batch-size", type=_positive_int, metavar="N", help="default 128")
     p.add_argument("--dtype", choices=("float32", "float64"), help="default float64")
-    p.add_argument("--backend", choices=("numpy", "jax"), help="default numpy (jax if installed)")
+    p.add_argument("--backend", choices=("numpy", "jax"),
+                   help="default numpy (MLP chains); convnets, DAGs and resnet-bn need jax")
     _json_flag(p)
     p.set_defaults(handler=commands.train)
 

@@ -1,4 +1,5 @@
-"""Reference trainer: deep vanilla networks built from the network description.
+"""Reference trainer: deep networks (chains, residual / concatenation / LayerNorm DAGs)
+built from the network description.
 
 `train(..., backend="numpy" | "jax")` runs, `resume(out_dir)` continues a run exactly; see
 docs/training.md. The JAX backend (`kernelshape.train.jax_backend`, `jax_trainer`,
@@ -14,10 +15,22 @@ from kernelshape.train.data import (
 )
 from kernelshape.train.loop import Backend, NumpyBackend, TrainResult, resume, train
 from kernelshape.train.optim import Optimizer, adam, kfac, make_optimizer, sgd
-from kernelshape.train.plan import Act, Conv, Dense, Plan, Pool, description_hash
+from kernelshape.train.plan import (
+    INPUT,
+    Act,
+    Add,
+    Concat,
+    Conv,
+    Dense,
+    Norm,
+    Plan,
+    Pool,
+    description_hash,
+)
 
 __all__ = [
-    "Act", "Backend", "Conv", "Dataset", "Dense", "NumpyBackend", "Optimizer", "Plan", "Pool",
+    "INPUT", "Act", "Add", "Backend", "Concat", "Conv", "Dataset", "Dense", "Norm",
+    "NumpyBackend", "Optimizer", "Plan", "Pool",
     "TrainResult", "adam", "description_hash", "kfac", "load_data", "load_npz",
     "make_optimizer", "per_location_normalization", "resume", "sgd", "standardize", "train",
 ]

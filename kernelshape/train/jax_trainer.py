@@ -24,7 +24,7 @@ from kernelshape.train.jax_backend import (
     xent,
 )
 from kernelshape.train.optim import DEFAULT_LR
-from kernelshape.train.plan import Act, Conv, Plan
+from kernelshape.train.plan import Act, Conv, Norm, Plan
 from kernelshape.train.shaping import Shaping
 
 _STEP_CACHE: dict[str, Any] = {}   # jitted steps by configuration: resume in-process reuses them
@@ -146,9 +146,6 @@ class JaxBackend:
             raise ValueError("K-FAC is not offered for the resnet-bn baseline; use sgd or adam")
         self.kind = f"kfac:{impl}"
         if impl == "own":
-            if any(isinstance(l, Conv) for l in model.plan.layers):
-                raise ValueError("the built-in JAX K-FAC covers Dense layers only; convnets need "
-                                 "kfac-jax (implementation='kfac_jax', jax <= 0.9.1)")
             key = self._cache_key()
             if key not in _STEP_CACHE:
                 _trim_cache()
@@ -282,15 +279,21 @@ def _optax_step(model: Model, tx: Any, params: Any, opt_state: Any, mstate: Any,
 
 def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: Any, mstate: Any,
                x: Any, y: Any, key: Any) -> tuple[Any, ...]:
-    """Own dense K-FAC: one forward, two VJPs (true labels -> gradients; sampled labels -> the
-    per-layer output gradients for the G factors)."""
+    """Own K-FAC: one forward, two VJPs (true labels -> gradients; sampled labels -> the
+    per-layer output gradients for the G factors).
+
+    Curvature, one entry per params entry: Dense `(a, s)` (input, output gradient; for a Dense
+    layer applied per location both as (B, T, features)), Conv `(conv_patches(input), s)` with
+    s as (B, T, Cout), Norm `None` (not preconditioned)."""
     import jax
     import jax.numpy as jnp
 
     from kernelshape.train.jax_backend import forward, grads_finite
-    from kernelshape.train.jax_optim import kfac_update
+    from kernelshape.train.jax_optim import conv_patches, kfac_update
 
-    zeros = [jnp.zeros((x.shape[0], w.shape[-1]), x.dtype) for w, _ in params]
+    n = x.shape[0]
+    linear = model.linear_layers()
+    zeros = [jnp.zeros((n, *model.out_shapes[l.name]), x.dtype) for l in linear]
 
     def f(p: Any, e: Any) -> tuple[Any, Any]:
         logits, _, inputs = forward(model, p, x, (), True, collect=True, perturb=e)
@@ -299,12 +302,25 @@ def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: An
     logits, vjp, inputs = jax.vjp(f, params, zeros, has_aux=True)
     loss, acc = xent(logits, y)
     probs = jax.nn.softmax(logits)
-    n, k = logits.shape
+    k = logits.shape[1]
     grads, _ = vjp((probs - jax.nn.one_hot(y, k, dtype=probs.dtype)) / n)
     sampled = jax.random.categorical(key, logits)
     _, s = vjp((probs - jax.nn.one_hot(sampled, k, dtype=probs.dtype)) / n)
     ok = jnp.isfinite(loss) & grads_finite(grads)
-    upd, new_opt = kfac_update(grads, opt_state, list(zip(inputs, s, strict=True)), **options)
+    stats = iter(zip(linear, inputs, s, strict=True))
+    curvature: list[Any] = []
+    for layer in model.param_layers():
+        if isinstance(layer, Norm):
+            curvature.append(None)
+            continue
+        lin, a, g = next(stats)
+        assert lin is layer
+        if isinstance(layer, Conv):
+            a = conv_patches(a, layer.kernel_size, layer.stride)
+        elif a.ndim > 2:                        # Dense applied per location
+            a = a.reshape(n, -1, a.shape[-1])
+        curvature.append((a, g.reshape(n, -1, g.shape[-1]) if g.ndim > 2 else g))
+    upd, new_opt = kfac_update(grads, opt_state, curvature, **options)
     new_p = jax.tree_util.tree_map(lambda p, u: p + u, params, upd)
     return new_p, new_opt, mstate, loss, acc, ok
 

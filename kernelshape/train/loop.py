@@ -157,11 +157,17 @@ def _prepare_inputs(data: Dataset, method: str, dtype: np.dtype,
     return xtr.astype(dtype), xte.astype(dtype)
 
 
+def _check_numpy_plan(plan: Plan) -> None:
+    why = plan.needs_jax
+    if why:
+        raise ValueError(f"the NumPy backend trains chains of Dense and activation layers; this "
+                         f"plan has {why}: use the JAX backend (backend='jax', CLI --backend "
+                         "jax)")
+
+
 def _build(config: dict[str, Any], data: Dataset | None = None) -> _Run:
     plan = Plan.from_dict(config["plan"])
-    if plan.has_spatial:
-        raise ValueError("the NumPy backend trains MLPs (Dense and activation layers); this "
-                         "plan has Conv / pooling layers: use backend='jax'")
+    _check_numpy_plan(plan)
     dtype = np.dtype(config["dtype"])
     data = load_data(config["data"]) if data is None else data
     xtr, xte = _prepare_inputs(data, config["method"], dtype)
@@ -348,7 +354,8 @@ def train(net_or_spec: Any, method: str = "dks", optimizer: str = "adam",
     document recorded for another network (network.hash) or method is refused. out: run
     directory (config, metrics.jsonl, checkpoints every `checkpoint_every` steps);
     `callback(step, record)` runs after every step.
-    backend: "numpy" (MLPs) or "jax" (MLPs, convnets, resnet-bn; extra `[jax]`).
+    backend: "numpy" (MLPs) or "jax" (MLPs, convnets, residual / concatenation / LayerNorm
+    DAGs, resnet-bn; extra `[jax]`).
     data_parallel (JAX): split each batch over that many devices (True: all devices).
     """
     if method not in (*METHODS, "resnet-bn"):
@@ -365,6 +372,8 @@ def train(net_or_spec: Any, method: str = "dks", optimizer: str = "adam",
     if data_parallel and backend != "jax":
         raise ValueError("data_parallel needs backend='jax'")
     net, plan, net_hash = resolve_network(net_or_spec)
+    if backend == "numpy":
+        _check_numpy_plan(plan)          # before shaping: the solver may take a while
     if method == "resnet-bn":
         if constants is not None:
             raise ValueError("method 'resnet-bn' uses no constants document")

@@ -1,14 +1,21 @@
-"""The trainer's layer plan: a flat chain of Dense / Conv / Act / Pool steps from a description.
+"""The trainer's layer plan: Dense / Conv / Act / Pool / Norm / Add / Concat steps in order.
 
 The plan is never written by hand for a shaped run: `plan_from_network` walks the topology's
 node list, so the trained model and the network the solver shaped are the same object.
 `Plan.mlp` exists for tests and for users without the topology package.
+
+Every layer has `inputs`: the names of the layers (or `INPUT`, the model input) it reads.
+Empty means "the previous layer in the plan" (the model input for the first layer), so a chain
+needs no `inputs` at all; a DAG (residual sums, concatenations) names them. Plan order is a
+topological order: every input is an earlier layer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+INPUT = "input"   # the name under which layers read the model input (the topology's Input id)
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,7 @@ class Dense:
 
     name: str
     units: int | None
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class Conv:
     channels: int
     kernel_size: tuple[int, ...]
     stride: tuple[int, ...]
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Pool:
 
     name: str
     op: str = "mean"
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,13 +61,42 @@ class Act:
     activation: str
     params: tuple[tuple[str, float], ...] = ()
     key: str = ""
+    inputs: tuple[str, ...] = ()
 
     @property
     def slot(self) -> str:
         return self.key or self.activation
 
 
-Layer = Dense | Conv | Act | Pool
+@dataclass(frozen=True)
+class Norm:
+    """The topology's LayerNorm: `x / sqrt(mean(x^2) + eps)` over the last (channel) axis, per
+    location (RMS normalization, no mean subtraction), then a learnable per-channel scale
+    (init 1) and offset (init 0). JAX backend only."""
+
+    name: str
+    inputs: tuple[str, ...] = ()
+    eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class Add:
+    """Fixed (not trained) weighted sum `y = sum_i weights[i] * inputs[i]` of equal shapes."""
+
+    name: str
+    weights: tuple[float, ...]
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Concatenation of `inputs` along the channel (last) axis."""
+
+    name: str
+    inputs: tuple[str, ...]
+
+
+Layer = Dense | Conv | Act | Pool | Norm | Add | Concat
 
 
 @dataclass(frozen=True)
@@ -68,6 +107,50 @@ class Plan:
     description: dict[str, Any] = field(hash=False, compare=False)
     spec: str = ""
     input_shape: tuple[int, ...] | None = None   # per example, channels last (convnets)
+
+    def __post_init__(self) -> None:
+        if self.is_chain:
+            return
+        seen = {INPUT}
+        for l in self.layers:
+            if isinstance(l, Add | Concat) and not l.inputs:
+                raise ValueError(f"layer {l.name!r} ({type(l).__name__}) needs its inputs")
+            if isinstance(l, Add) and len(l.weights) != len(l.inputs):
+                raise ValueError(f"layer {l.name!r} has {len(l.weights)} weights for "
+                                 f"{len(l.inputs)} inputs")
+            unknown = [i for i in l.inputs if i not in seen]
+            if unknown:
+                raise ValueError(f"layer {l.name!r} reads {unknown}, which is not the model "
+                                 f"input {INPUT!r} or an earlier layer (plan order must be "
+                                 "topological)")
+            if l.name in seen:
+                raise ValueError(f"two layers are named {l.name!r} (or a layer is named "
+                                 f"{INPUT!r}); a plan with inputs needs unique names")
+            seen.add(l.name)
+
+    @property
+    def is_chain(self) -> bool:
+        """True when every layer reads the previous one (no explicit inputs, sums, concats)."""
+        return not any(l.inputs or isinstance(l, Add | Concat) for l in self.layers)
+
+    @property
+    def needs_jax(self) -> str:
+        """Why the NumPy backend cannot train this plan ("" when it can)."""
+        if not self.is_chain:
+            return "residual sums / concatenations (a DAG)"
+        if any(isinstance(l, Norm) for l in self.layers):
+            return "LayerNorm layers"
+        if self.has_spatial:
+            return "Conv / pooling layers"
+        return ""
+
+    def layer_inputs(self) -> list[tuple[str, ...]]:
+        """Each layer's inputs with the empty default resolved (previous layer or INPUT)."""
+        out, previous = [], INPUT
+        for l in self.layers:
+            out.append(l.inputs or (previous,))
+            previous = l.name
+        return out
 
     @property
     def has_spatial(self) -> bool:
@@ -123,16 +206,26 @@ class Plan:
         """JSON-able form (used in run configs): the description plus the flat layers."""
         layers: list[dict[str, Any]] = []
         for l in self.layers:
+            entry: dict[str, Any]
             if isinstance(l, Dense):
-                layers.append({"type": "dense", "name": l.name, "units": l.units})
+                entry = {"type": "dense", "name": l.name, "units": l.units}
             elif isinstance(l, Conv):
-                layers.append({"type": "conv", "name": l.name, "channels": l.channels,
-                               "kernel_size": list(l.kernel_size), "stride": list(l.stride)})
+                entry = {"type": "conv", "name": l.name, "channels": l.channels,
+                         "kernel_size": list(l.kernel_size), "stride": list(l.stride)}
             elif isinstance(l, Pool):
-                layers.append({"type": "pool", "name": l.name, "op": l.op})
+                entry = {"type": "pool", "name": l.name, "op": l.op}
+            elif isinstance(l, Norm):
+                entry = {"type": "norm", "name": l.name, "eps": l.eps}
+            elif isinstance(l, Add):
+                entry = {"type": "add", "name": l.name, "weights": list(l.weights)}
+            elif isinstance(l, Concat):
+                entry = {"type": "concat", "name": l.name}
             else:
-                layers.append({"type": "act", "name": l.name, "activation": l.activation,
-                               "params": dict(l.params), "key": l.key})
+                entry = {"type": "act", "name": l.name, "activation": l.activation,
+                         "params": dict(l.params), "key": l.key}
+            if l.inputs:                      # chains keep their inputs-free JSON
+                entry["inputs"] = list(l.inputs)
+            layers.append(entry)
         out = {"spec": self.spec, "description": self.description, "layers": layers}
         if self.input_shape is not None:
             out["input_shape"] = list(self.input_shape)
@@ -142,16 +235,25 @@ class Plan:
     def from_dict(d: dict[str, Any]) -> Plan:
         layers: list[Layer] = []
         for l in d["layers"]:
+            inputs = tuple(str(i) for i in l.get("inputs", ()))
             if l["type"] == "dense":
-                layers.append(Dense(l["name"], l["units"]))
+                layers.append(Dense(l["name"], l["units"], inputs))
             elif l["type"] == "conv":
                 layers.append(Conv(l["name"], int(l["channels"]), tuple(l["kernel_size"]),
-                                   tuple(l["stride"])))
+                                   tuple(l["stride"]), inputs))
             elif l["type"] == "pool":
-                layers.append(Pool(l["name"], l.get("op", "mean")))
-            else:
+                layers.append(Pool(l["name"], l.get("op", "mean"), inputs))
+            elif l["type"] == "norm":
+                layers.append(Norm(l["name"], inputs, float(l.get("eps", 1e-6))))
+            elif l["type"] == "add":
+                layers.append(Add(l["name"], tuple(float(w) for w in l["weights"]), inputs))
+            elif l["type"] == "concat":
+                layers.append(Concat(l["name"], inputs))
+            elif l["type"] == "act":
                 layers.append(Act(l["name"], l["activation"], tuple(sorted(l["params"].items())),
-                                  l["key"]))
+                                  l["key"], inputs))
+            else:
+                raise ValueError(f"unknown plan layer type {l['type']!r}")
         shape = d.get("input_shape")
         return Plan(tuple(layers), d["description"], d.get("spec", ""),
                     None if shape is None else tuple(int(s) for s in shape))
