@@ -243,7 +243,7 @@ def jax_main(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--depth", type=int, nargs="+", default=[20, 100])
+    p.add_argument("--depth", type=int, nargs="+", default=[20, 100, 200])
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)

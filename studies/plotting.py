@@ -1,9 +1,9 @@
-"""Training-curve plots of a study (matplotlib, Okabe-Ito colour-blind-safe palette).
+"""Training-curve plots of a study, drawn with the `kernelshape.plots` gallery style.
 
-Used until `kernelshape.plots` offers a training-curves plot; one PNG per
-(data, network depth, activation, optimizer): smoothed training loss against steps and
-against wall time (seconds since the first step, so compilation is excluded), mean over the
-seeds at the chosen learning rate with the min-max band.
+One PNG per (data, network depth, activation, optimizer): smoothed training loss against
+steps and against wall time (seconds since the first step, so compilation is excluded), mean
+over the seeds at the chosen learning rate with the min-max band; colours and line styles
+(Okabe-Ito, colour-blind safe) come from `kernelshape.plots.style`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ import os
 from typing import Any
 
 import numpy as np
-
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
-             "#000000"]
-LINESTYLES = ["-", "--", "-.", ":"]
 
 
 def _curves(doc: dict[str, Any], window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -32,9 +28,7 @@ def _curves(doc: dict[str, Any], window: int) -> tuple[np.ndarray, np.ndarray, n
 
 def plot_study(out: str, cfg: dict[str, Any]) -> list[str]:
     """Write out/plots/*.png; returns their paths."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kernelshape.plots.style import style
 
     cell_dir = os.path.join(out, "cells")
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -48,37 +42,41 @@ def plot_study(out: str, cfg: dict[str, Any]) -> list[str]:
         c = doc["cell"]
         key = (c["data"], c["network"]["preset"], c["depth"], c["activation"], c["optimizer"])
         groups.setdefault(key, []).append(doc)
-    arms = [a["name"] for a in cfg["arms"]]
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     paths = []
     for key, docs in sorted(groups.items()):
-        data, preset, depth, act, opt = key
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-        for doc in sorted(docs, key=lambda d: arms.index(d["cell"]["arm"]["name"])):
-            cur = _curves(doc, cfg.get("smooth", 10))
-            if cur is None:
-                continue
-            loss, steps, t = cur
-            i = arms.index(doc["cell"]["arm"]["name"])
-            style = {"color": OKABE_ITO[i % len(OKABE_ITO)],
-                     "linestyle": LINESTYLES[i % len(LINESTYLES)],
-                     "label": f"{doc['cell']['arm']['name']} (lr {doc['chosen_lr']:g}, "
-                              f"n={len(loss)})"}
-            for ax, x in zip(axes, (steps, t), strict=True):
-                ax.plot(x, loss.mean(axis=0), **style)
-                ax.fill_between(x, loss.min(axis=0), loss.max(axis=0),
-                                color=style["color"], alpha=0.15, linewidth=0)
-        for t in cfg.get("target_losses", []):
-            for ax in axes:
-                ax.axhline(t, color="grey", linewidth=0.6, linestyle=":")
-        axes[0].set_xlabel("training step")
-        axes[1].set_xlabel("wall time since first step (s)")
-        axes[0].set_ylabel(f"training loss (running mean, {cfg.get('smooth', 10)} steps)")
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"{data}: {preset} depth {depth}, {act}, {opt}", fontsize=10)
-        fig.tight_layout()
-        path = os.path.join(out, "plots", f"{data}_{preset}{depth}_{act}_{opt}.png")
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
+        with style():
+            paths.append(_draw(key, docs, cfg, out))
     return paths
+
+
+def _draw(key: tuple[Any, ...], docs: list[dict[str, Any]], cfg: dict[str, Any],
+          out: str) -> str:
+    """One figure: loss against steps (left) and against wall time (right), one line per arm."""
+    from kernelshape.plots.style import CYCLE, LINESTYLES, REFERENCE, new_figure, save
+
+    data, preset, depth, act, opt = key
+    arms = [a["name"] for a in cfg["arms"]]
+    fig = new_figure(12, 4.4)
+    axes = fig.subplots(1, 2, sharey=True)
+    for doc in sorted(docs, key=lambda d: arms.index(d["cell"]["arm"]["name"])):
+        cur = _curves(doc, cfg.get("smooth", 10))
+        if cur is None:
+            continue
+        loss, steps, t = cur
+        i = arms.index(doc["cell"]["arm"]["name"])
+        line = {"color": CYCLE[i % len(CYCLE)], "linestyle": LINESTYLES[i % len(LINESTYLES)],
+                "label": f"{doc['cell']['arm']['name']} (lr {doc['chosen_lr']:g}, n={len(loss)})"}
+        for ax, x in zip(axes, (steps, t), strict=True):
+            ax.plot(x, loss.mean(axis=0), **line)
+            ax.fill_between(x, loss.min(axis=0), loss.max(axis=0), color=line["color"],
+                            alpha=0.15, linewidth=0)
+    for target in cfg.get("target_losses", []):
+        for ax in axes:
+            ax.axhline(target, color=REFERENCE, linewidth=0.8, linestyle=":")
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("wall time since first step (s)")
+    axes[0].set_ylabel(f"training loss (running mean, {cfg.get('smooth', 10)} steps)")
+    axes[0].legend(fontsize=9)
+    fig.suptitle(f"{data}: {preset} depth {depth}, {act}, {opt}")
+    return save(fig, os.path.join(out, "plots", f"{data}_{preset}{depth}_{act}_{opt}.png"))
