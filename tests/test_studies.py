@@ -76,8 +76,11 @@ def test_quick_pipeline_runs_and_summarizes(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["quick"] and summary["environment"]["python"]
     rows = {(r["arm"], r["optimizer"]): r for r in summary["cells"]}
-    assert "skipped" in rows[("resnet-bn", "kfac")]          # not offered by the trainer
-    for key in [("dks-z1.5", "adam"), ("none", "adam")]:
+    assert "skipped" not in rows[("resnet-bn", "kfac")]      # K-FAC trains resnet-bn too
+    bn = json.loads((out / "cells" / "digits__mlp6__tanh__resnet-bn__kfac.json").read_text())
+    (run,) = bn["runs"]
+    assert run["status"] == "completed" and len(run["losses"]) == summary["steps"]
+    for key in [("dks-z1.5", "adam"), ("none", "adam"), ("resnet-bn", "kfac")]:
         r = rows[key]
         assert r["seeds"] == [0] and np.isfinite(r["final_loss_mean"])
         assert 0.0 <= r["test_acc_mean"] <= 1.0

@@ -301,10 +301,10 @@ def forward(model: Model, params: Params, x: Array, state: ModelState = (),
     `perturb`: one array per Dense / Conv layer, added to that layer's output (zeros: their
     gradients are the per-layer output gradients K-FAC needs); with `collect`, each Dense /
     Conv layer's *input* is returned (in order) instead of layer outputs when `perturb` is
-    given.
+    given. The same holds for resnet-bn (`_forward_bn`), whose linear layers are the plan's.
     """
     if model.batchnorm:
-        return _forward_bn(model, params, x, state, train, collect)
+        return _forward_bn(model, params, x, state, train, collect, perturb)
     outputs: list[Array] = []
     values: dict[str, Array] = {INPUT: x}
     h, k, j = x, 0, 0           # k: params entry, j: Dense / Conv layer
@@ -354,15 +354,26 @@ def _batchnorm(h: Array, scale: Array, offset: Array, stats: tuple[Array, Array]
 
 
 def _forward_bn(model: Model, params: Params, x: Array, state: ModelState, train: bool,
-                collect: bool) -> tuple[Array, ModelState, list[Array]]:
-    """Pre-activation ResNet (He et al. 2016, v2) with one linear layer per residual branch."""
+                collect: bool, perturb: Sequence[Array] | None = None
+                ) -> tuple[Array, ModelState, list[Array]]:
+    """Pre-activation ResNet (He et al. 2016, v2) with one linear layer per residual branch.
+
+    `perturb` / `collect` as in `forward`: perturb[i] is added to linear layer i's output
+    (before the shortcut sum); with both, outputs are the linear layers' inputs (the stem's
+    is x, a later layer's is act(BN(h)), pooled where the plan pools), else the unit outputs.
+    """
     layers_in_plan = list(model.plan.layers)
     linear = model.linear_layers()
     acts = [l for l in layers_in_plan if isinstance(l, Act)]
     shortcut = model.residual_units()
     layers, bn = params["layers"], params["bn"]
     new_state, outputs = [], []
+    inputs = collect and perturb is not None
+    if inputs:
+        outputs.append(x)
     h = _linear(linear[0], *layers[0], x)
+    if perturb is not None:
+        h = h + perturb[0]
     for i in range(1, len(linear)):
         z, st = _batchnorm(h, *bn[i - 1], state[i - 1], train, model)
         new_state.append(st)
@@ -370,9 +381,13 @@ def _forward_bn(model: Model, params: Params, x: Array, state: ModelState, train
         before = layers_in_plan[layers_in_plan.index(linear[i]) - 1]
         if isinstance(before, Pool):
             z = _pool(before, z)
+        if inputs:
+            outputs.append(z)
         y = _linear(linear[i], *layers[i], z)
+        if perturb is not None:
+            y = y + perturb[i]
         h = h + y if shortcut[i] else y
-        if collect:
+        if collect and not inputs:
             outputs.append(h)
     return h, new_state, outputs
 

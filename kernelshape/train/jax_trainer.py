@@ -142,8 +142,6 @@ class JaxBackend:
         if impl not in ("kfac_jax", "own"):
             raise ValueError(f"kfac implementation must be auto, kfac_jax or own, got {impl!r}")
         self.config["kfac_implementation"] = impl     # recorded: resume uses the same one
-        if model.batchnorm:
-            raise ValueError("K-FAC is not offered for the resnet-bn baseline; use sgd or adam")
         self.kind = f"kfac:{impl}"
         if impl == "own":
             key = self._cache_key()
@@ -183,11 +181,12 @@ class JaxBackend:
         mstate = self._put(init_model_state(self.model), self.replicated)
         if self.kind.startswith("kfac:kfac_jax"):
             batch = self._batch(np.arange(self.config["batch_size"]))
-            opt_state = self._kfac_jax.init(params, self.key, batch)
+            state = {"func_state": mstate} if self.model.batchnorm else {}
+            opt_state = self._kfac_jax.init(params, self.key, batch, **state)
         elif self.kind == "kfac:own":
             from kernelshape.train.jax_optim import kfac_init
 
-            opt_state = self._put(kfac_init(params), self.replicated)
+            opt_state = self._put(kfac_init(kfac_pairs(self.model, params)), self.replicated)
         else:
             opt_state = self._put(self.tx.init(params), self.replicated)
         return params, opt_state, mstate
@@ -205,11 +204,19 @@ class JaxBackend:
         x, y = self._batch(idx)
         key = self.jax.random.fold_in(self.key, step) if self.kind.startswith("kfac") else None
         if self.kind == "kfac:kfac_jax":
-            new_p, new_o, stats = self._kfac_jax.step(params, opt_state, key, batch=(x, y),
-                                                      global_step_int=step)
+            # kfac-jax donates (deletes) the params, optimizer state and function state it is
+            # given; copies keep `state` readable for a divergence report / the result.
+            p, m = self.jax.tree_util.tree_map(self.jax.numpy.copy, (params, mstate))
+            if self.model.batchnorm:        # the loss threads the BN running statistics
+                new_p, new_o, new_m, stats = self._kfac_jax.step(
+                    p, opt_state, key, batch=(x, y), func_state=m, global_step_int=step)
+            else:
+                new_p, new_o, stats = self._kfac_jax.step(p, opt_state, key, batch=(x, y),
+                                                          global_step_int=step)
+                new_m = mstate
             loss, acc = float(stats["loss"]), float(stats["aux"])
             ok = np.isfinite(loss) and bool(_finite(new_p))
-            new = (new_p, new_o, mstate)
+            new = (new_p, new_o, new_m)
         else:
             args = (key,) if self.kind == "kfac:own" else ()
             new_p, new_o, new_m, *scalars = self._step(params, opt_state, mstate, x, y, *args)
@@ -277,14 +284,30 @@ def _optax_step(model: Model, tx: Any, params: Any, opt_state: Any, mstate: Any,
     return optax.apply_updates(params, updates), new_opt, new_m, loss, acc, ok
 
 
+def kfac_pairs(model: Model, params: Any) -> list[Any]:
+    """The parameter pairs in the own K-FAC's order: the params list itself, or for resnet-bn
+    the linear layers' `(W, b)` followed by the BatchNorm `(scale, offset)` pairs."""
+    return [*params["layers"], *params["bn"]] if model.batchnorm else params
+
+
+def kfac_unpairs(model: Model, pairs: list[Any]) -> Any:
+    """Inverse of `kfac_pairs` (a list of pairs back to the model's params structure)."""
+    if not model.batchnorm:
+        return pairs
+    n = len(model.linear_layers())
+    return {"layers": list(pairs[:n]), "bn": list(pairs[n:])}
+
+
 def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: Any, mstate: Any,
                x: Any, y: Any, key: Any) -> tuple[Any, ...]:
     """Own K-FAC: one forward, two VJPs (true labels -> gradients; sampled labels -> the
     per-layer output gradients for the G factors).
 
-    Curvature, one entry per params entry: Dense `(a, s)` (input, output gradient; for a Dense
-    layer applied per location both as (B, T, features)), Conv `(conv_patches(input), s)` with
-    s as (B, T, Cout), Norm `None` (not preconditioned)."""
+    Curvature, one entry per `kfac_pairs` entry: Dense `(a, s)` (input, output gradient; for a
+    Dense layer applied per location both as (B, T, features)), Conv `(conv_patches(input), s)`
+    with s as (B, T, Cout), Norm and resnet-bn BatchNorm pairs `None` (not preconditioned:
+    plain momentum with the shared step size). The model state (resnet-bn's running
+    statistics) comes from the same training-mode forward."""
     import jax
     import jax.numpy as jnp
 
@@ -296,10 +319,10 @@ def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: An
     zeros = [jnp.zeros((n, *model.out_shapes[l.name]), x.dtype) for l in linear]
 
     def f(p: Any, e: Any) -> tuple[Any, Any]:
-        logits, _, inputs = forward(model, p, x, (), True, collect=True, perturb=e)
-        return logits, inputs
+        logits, new_m, inputs = forward(model, p, x, mstate, True, collect=True, perturb=e)
+        return logits, (inputs, new_m)
 
-    logits, vjp, inputs = jax.vjp(f, params, zeros, has_aux=True)
+    logits, vjp, (inputs, new_m) = jax.vjp(f, params, zeros, has_aux=True)
     loss, acc = xent(logits, y)
     probs = jax.nn.softmax(logits)
     k = logits.shape[1]
@@ -320,9 +343,11 @@ def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: An
         elif a.ndim > 2:                        # Dense applied per location
             a = a.reshape(n, -1, a.shape[-1])
         curvature.append((a, g.reshape(n, -1, g.shape[-1]) if g.ndim > 2 else g))
-    upd, new_opt = kfac_update(grads, opt_state, curvature, **options)
-    new_p = jax.tree_util.tree_map(lambda p, u: p + u, params, upd)
-    return new_p, new_opt, mstate, loss, acc, ok
+    if model.batchnorm:
+        curvature += [None] * len(params["bn"])
+    upd, new_opt = kfac_update(kfac_pairs(model, grads), opt_state, curvature, **options)
+    new_p = jax.tree_util.tree_map(lambda p, u: p + u, params, kfac_unpairs(model, upd))
+    return new_p, new_opt, new_m, loss, acc, ok
 
 
 def _eval(model: Model, params: Any, mstate: Any, x: Any, y: Any) -> tuple[Any, Any]:
@@ -334,7 +359,11 @@ def _eval(model: Model, params: Any, mstate: Any, x: Any, y: Any) -> tuple[Any, 
 
 def _make_kfac_jax(model: Model, lr: float, opts: dict[str, Any]) -> Any:
     """A kfac_jax.Optimizer with fixed lr / momentum / damping (the NumPy K-FAC's defaults),
-    Fisher estimated from model-sampled labels, inverses every `inverse_every` steps."""
+    Fisher estimated from model-sampled labels, inverses every `inverse_every` steps.
+
+    resnet-bn: the loss takes and returns the BN running statistics as kfac-jax's function
+    state (`value_func_has_state`: `(params, state, batch) -> (loss, (new state, acc))`); the
+    graph matcher registers each BN scale / offset as a scale-and-shift block."""
     import jax
     import kfac_jax
 
@@ -346,11 +375,21 @@ def _make_kfac_jax(model: Model, lr: float, opts: dict[str, Any]) -> Any:
         kfac_jax.register_softmax_cross_entropy_loss(logits, y)
         return xent(logits, y)
 
+    def loss_with_state(params: Any, state: Any, batch: tuple[Any, Any]
+                        ) -> tuple[Any, tuple[Any, Any]]:
+        x, y = batch
+        logits, new_state, _ = forward(model, params, x, state, train=True)
+        kfac_jax.register_softmax_cross_entropy_loss(logits, y)
+        value, acc = xent(logits, y)
+        return value, (new_state, acc)
+
     if "curvature_every" in opts and opts["curvature_every"] != 1:
         raise ValueError("kfac-jax updates its curvature every step (curvature_every=1)")
     momentum, damping = opts.get("momentum", 0.9), opts.get("damping", 1e-2)
+    func = loss_with_state if model.batchnorm else loss
     return kfac_jax.Optimizer(
-        value_and_grad_func=jax.value_and_grad(loss, has_aux=True), value_func_has_aux=True,
+        value_and_grad_func=jax.value_and_grad(func, has_aux=True), value_func_has_aux=True,
+        value_func_has_state=model.batchnorm,
         l2_reg=0.0, use_adaptive_learning_rate=False, learning_rate_schedule=lambda s: lr,
         use_adaptive_momentum=False, momentum_schedule=lambda s: momentum,
         use_adaptive_damping=False, damping_schedule=lambda s: damping,
