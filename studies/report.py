@@ -25,9 +25,18 @@ def _group(r: dict[str, Any]) -> str:
     return f"{r['data']} depth-{r['depth']} {r['activation']}"
 
 
-def _is_reference(arm: str, reference: str) -> bool:
-    """`resnet-bn` also matches `resnet-bn-relu` (the reference of a rectifier study)."""
-    return arm == reference or arm.startswith(reference + "-")
+def _references(rows: list[dict[str, Any]], r: dict[str, Any], reference: str,
+                optimizer: str) -> list[dict[str, Any]]:
+    """The reference rows for row `r`: same data and depth (activation may differ: a rectifier
+    study's ResNet-BN is pinned to relu), arm named `reference`, or else the one arm named
+    `reference-<suffix>` (`resnet-bn` finds `resnet-bn-relu`)."""
+    same = [x for x in rows if (x["data"], x["depth"]) == (r["data"], r["depth"])
+            and x["optimizer"] == optimizer]
+    exact = [x for x in same if x["arm"] == reference]
+    if exact:
+        return exact
+    prefixed = {x["arm"] for x in same if x["arm"].startswith(reference + "-")}
+    return [x for x in same if x["arm"] in prefixed] if len(prefixed) == 1 else []
 
 
 def tables(summary: dict[str, Any], reference: str = "resnet-bn",
@@ -65,18 +74,15 @@ def tables(summary: dict[str, Any], reference: str = "resnet-bn",
         + " | ".join(f"median s to {t}: ratio" for t in targets) + " |",
         "|---|---|---|" + "---|" * (2 * len(targets))]
     for r in sorted(rows, key=lambda r: (_group(r), r["arm"], r["optimizer"])):
-        if _is_reference(r["arm"], reference):
-            continue
-        refs = [x for x in rows if _group(x) == _group(r) and _is_reference(x["arm"], reference)
-                and x["optimizer"] == (ref_optimizer or r["optimizer"])]
-        if not refs:
+        refs = _references(rows, r, reference, ref_optimizer or r["optimizer"])
+        if not refs or r["arm"] == refs[0]["arm"]:
             continue
         ref = refs[0]
         cells = []
         for key in ("steps_to", "seconds_to"):
             for t in targets:
                 a, b = r.get(f"{key}_{t}_median"), ref.get(f"{key}_{t}_median")
-                cells.append("n/a" if a is None or b is None
+                cells.append("n/a" if a is None or b is None or b == 0
                              else f"{a / b:.2f} ({a:.3g}/{b:.3g})")
         ratio.append(f"| {_group(r)} | {r['arm']} / {r['optimizer']} | {ref['arm']} / "
                      f"{ref['optimizer']} | " + " | ".join(cells) + " |")

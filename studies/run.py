@@ -210,8 +210,13 @@ def run_cell(cfg: dict[str, Any], cell: dict[str, Any], out: str) -> str:
         if (lr, seed0) not in done:
             doc["runs"].append(run_one(cfg, cell, lr, seed0))
             _write(path, doc)
-    sweep = [r for r in doc["runs"] if r["seed"] == seed0]
+    lrs = cfg["optimizers"][cell["optimizer"]]["lrs"]
+    sweep = [r for r in doc["runs"] if r["seed"] == seed0 and r["lr"] in lrs]
     best = min(sweep, key=lambda r: r["final_loss"])
+    if not np.isfinite(best["final_loss"]):
+        doc["chosen_lr"] = None
+        _write(path, doc)
+        return f"{cell['id']}: no learning rate of the sweep completed"
     doc["chosen_lr"] = best["lr"]
     for seed in cfg["seeds"]:
         if (best["lr"], seed) not in {(r["lr"], r["seed"]) for r in doc["runs"]}:
@@ -290,7 +295,8 @@ def summarize(cfg: dict[str, Any], out: str) -> dict[str, Any]:
                     for h, r in zip(hits, chosen, strict=True)]
             row[f"seconds_to_{t}_median"] = (float(np.median(secs)) if None not in secs
                                              else None)
-        swept = sorted(r["lr"] for r in doc["runs"] if r["seed"] == seed0)
+        lrs = cfg["optimizers"].get(cell["optimizer"], {}).get("lrs") or [lr]
+        swept = sorted(r["lr"] for r in doc["runs"] if r["seed"] == seed0 and r["lr"] in lrs)
         row["lr_at_grid_edge"] = ("low" if lr == swept[0] else "high" if lr == swept[-1]
                                   else "") if len(swept) > 1 else ""
         per_step = [(r["times"][-1] - r["times"][0]) / max(len(r["times"]) - 1, 1)

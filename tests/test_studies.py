@@ -94,3 +94,28 @@ def test_quick_pipeline_runs_and_summarizes(tmp_path):
                 "--only", "optimizer=adam"])
     again = json.loads((out / "cells" / "digits__mlp6__tanh__none__adam.json").read_text())
     assert len(again["runs"]) == 1
+
+
+def _row(arm: str, activation: str, steps: float | None, secs: float | None,
+         optimizer: str = "adam") -> dict:
+    return {"data": "mnist1d", "depth": 50, "activation": activation, "arm": arm,
+            "optimizer": optimizer, "lr": 1e-3, "seeds": [0], "n_diverged": 0,
+            "final_loss_mean": 1.0, "final_loss_std": 0.0, "final_train_acc_mean": 0.5,
+            "test_acc_mean": 0.5, "test_acc_std": 0.0, "steps_to_1.5": [steps],
+            "steps_to_1.5_median": steps, "seconds_to_1.5_median": secs, "s_per_step": 0.1,
+            "first_step_s": 1.0}
+
+
+def test_report_reference_rows():
+    from studies.report import tables
+
+    summary = {"target_losses": [1.5], "sweep_seed": 0, "sweep": [], "cells": [
+        _row("tat-lrelu-e0.9", "leaky_relu", 40, 4.0), _row("ll-relu", "relu", 30, 3.0),
+        _row("resnet-bn-relu", "relu", 20, 0.0), _row("eoc", "tanh", 60, 6.0),
+        _row("eoc-b0.05", "tanh", 50, 5.0)]}
+    text = tables(summary)
+    # the pinned-relu ResNet-BN is the reference of the leaky-relu TAT row too
+    assert "| tat-lrelu-e0.9 / adam | resnet-bn-relu / adam | 2.00 (40/20) | n/a |" in text
+    # an exact arm name wins over a prefix: eoc-b0.05 is compared with eoc, not used as it
+    text = tables(summary, reference="eoc")
+    assert "| eoc-b0.05 / adam | eoc / adam | 0.83 (50/60) | 0.83 (5/6) |" in text

@@ -323,10 +323,16 @@ def _loop(backend: Backend, config: dict[str, Any], state: Any, start: int, out:
     except KeyboardInterrupt:
         bar.close()
         if out is not None:
-            _save_checkpoint(out, current[0], backend.to_arrays(current[1]))
-            _append(metrics, {"event": "interrupted", "step": current[0]})
-            print(f"kernelshape train: interrupted after step {current[0]}; checkpoint saved, "
-                  f"continue with resume({out!r})", file=sys.stderr)
+            try:
+                _save_checkpoint(out, current[0], backend.to_arrays(current[1]))
+                saved = current[0]
+            except RuntimeError as e:   # kfac-jax had consumed (donated) the state mid-step
+                saved = last_ckpt
+                print(f"kernelshape train: could not checkpoint step {current[0]} ({e}); the "
+                      f"checkpoint of step {saved} is kept", file=sys.stderr)
+            _append(metrics, {"event": "interrupted", "step": saved})
+            print(f"kernelshape train: interrupted after step {current[0]}; checkpoint of step "
+                  f"{saved} saved, continue with resume({out!r})", file=sys.stderr)
         raise
     bar.close()
     test_loss, test_acc = backend.evaluate(current[1])
