@@ -150,12 +150,7 @@ def run_one(cfg: dict[str, Any], cell: dict[str, Any], lr: float, seed: int) -> 
 
     arm, opt = cell["arm"], cell["optimizer"]
     method = arm["method"]
-    constants = None
-    t_call = time.perf_counter()
-    if method in ("dks", "tat", "eoc"):
-        constants = _constants(cell["spec"], method,
-                               json.dumps(arm.get("method_options", {}), sort_keys=True))
-    t_solved = time.perf_counter()
+    t_call = t_solved = time.perf_counter()
     losses: list[float] = []
     accs: list[float] = []
     times: list[float] = []
@@ -169,6 +164,11 @@ def run_one(cfg: dict[str, Any], cell: dict[str, Any], lr: float, seed: int) -> 
     optimizer = cfg["optimizers"][opt].get("optimizer", opt)   # e.g. "kfac-nc0.01" -> kfac
     rec: dict[str, Any] = {"cell": cell["id"], "lr": lr, "seed": seed, "steps": cfg["steps"]}
     try:
+        constants = None
+        if method in ("dks", "tat", "eoc"):   # an infeasible solve is recorded like a failed run
+            constants = _constants(cell["spec"], method,
+                                   json.dumps(arm.get("method_options", {}), sort_keys=True))
+        t_solved = time.perf_counter()
         r = train(cell["spec"], method=method, optimizer=optimizer, data=_dataset(cell["data"]),
                   steps=cfg["steps"], seed=seed, out=None, constants=constants, lr=lr,
                   batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=cfg["backend"],

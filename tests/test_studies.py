@@ -119,3 +119,19 @@ def test_report_reference_rows():
     # an exact arm name wins over a prefix: eoc-b0.05 is compared with eoc, not used as it
     text = tables(summary, reference="eoc")
     assert "| eoc-b0.05 / adam | eoc / adam | 0.83 (50/60) | 0.83 (5/6) |" in text
+
+
+def test_an_infeasible_solve_is_recorded_not_fatal(tmp_path):
+    pytest.importorskip("jax")
+    cfg = study.load_config(CORE, quick=True)
+    cfg["data"] = ["teacher"]
+    cfg["networks"][0]["activations"] = ["softplus"]
+    cfg["arms"] = [{"name": "eoc-b0.05", "method": "eoc",
+                    "method_options": {"bias_variance": 0.05}}]   # softplus has no EOC point
+    cfg["optimizers"] = {"adam": cfg["optimizers"]["adam"]}
+    (cell,) = study.cells(cfg)
+    msg = study.run_cell(cfg, cell, str(tmp_path))
+    assert "no learning rate of the sweep completed" in msg
+    doc = json.loads((tmp_path / "cells" / f"{cell['id']}.json").read_text())
+    assert doc["chosen_lr"] is None
+    assert all(r["status"] == "error" and "edge-of-chaos" in r["message"] for r in doc["runs"])
