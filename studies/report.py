@@ -90,12 +90,33 @@ def tables(summary: dict[str, Any], reference: str = "resnet-bn",
     return "\n".join(out)
 
 
+def all_tables(results: str, reference: str = "resnet-bn") -> str:
+    """Every study under `results` (one `## name` section each): the per-cell and ratio
+    tables; the lr sweeps stay in each study's sweep.csv."""
+    out = []
+    for name in sorted(os.listdir(results)):
+        path = os.path.join(results, name, "summary.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            summary = json.load(f)
+        cells, _, ratios = tables(summary, reference).split("\n\n")
+        out += [f"## {name}", "", f"Config `{summary['config']}`; steps {summary['steps']}, "
+                f"batch {summary['batch_size']}, seeds {summary['seeds']}; lr sweep: "
+                f"`studies/results/{name}/sweep.csv`.", "", cells, "", ratios, ""]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m studies.report")
-    p.add_argument("out")
+    p.add_argument("out", help="a study's output dir, or with --all the results dir")
+    p.add_argument("--all", action="store_true", help="every study under OUT")
     p.add_argument("--vs", default="resnet-bn", help="reference arm for the ratios")
     p.add_argument("--vs-optimizer", default=None, help="reference optimizer (default: same)")
     a = p.parse_args(argv)
+    if a.all:
+        print(all_tables(a.out, a.vs))
+        return 0
     with open(os.path.join(a.out, "summary.json")) as f:
         print(tables(json.load(f), a.vs, a.vs_optimizer))
     return 0
