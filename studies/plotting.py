@@ -1,6 +1,6 @@
 """Training-curve plots of a study, drawn with the `kernelshape.plots` gallery style.
 
-One PNG per (data, network depth, activation, optimizer): smoothed training loss against
+One PNG per (data, network depth, optimizer): smoothed training loss against
 steps and against wall time (seconds since the first step, so compilation is excluded), mean
 over the seeds at the chosen learning rate with the min-max band; colours and line styles
 (Okabe-Ito, colour-blind safe) come from `kernelshape.plots.style`.
@@ -40,7 +40,7 @@ def plot_study(out: str, cfg: dict[str, Any]) -> list[str]:
         if doc.get("skipped"):
             continue
         c = doc["cell"]
-        key = (c["data"], c["network"]["preset"], c["depth"], c["activation"], c["optimizer"])
+        key = (c["data"], c["network"]["preset"], c["depth"], c["optimizer"])
         groups.setdefault(key, []).append(doc)
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     paths = []
@@ -55,8 +55,9 @@ def _draw(key: tuple[Any, ...], docs: list[dict[str, Any]], cfg: dict[str, Any],
     """One figure: loss against steps (left) and against wall time (right), one line per arm."""
     from kernelshape.plots.style import CYCLE, LINESTYLES, REFERENCE, new_figure, save
 
-    data, preset, depth, act, opt = key
+    data, preset, depth, opt = key
     arms = [a["name"] for a in cfg["arms"]]
+    acts = sorted({d["cell"]["activation"] for d in docs})
     fig = new_figure(12, 4.4)
     axes = fig.subplots(1, 2, sharey=True)
     for doc in sorted(docs, key=lambda d: arms.index(d["cell"]["arm"]["name"])):
@@ -66,7 +67,9 @@ def _draw(key: tuple[Any, ...], docs: list[dict[str, Any]], cfg: dict[str, Any],
         loss, steps, t = cur
         i = arms.index(doc["cell"]["arm"]["name"])
         line = {"color": CYCLE[i % len(CYCLE)], "linestyle": LINESTYLES[i % len(LINESTYLES)],
-                "label": f"{doc['cell']['arm']['name']} (lr {doc['chosen_lr']:g}, n={len(loss)})"}
+                "label": f"{doc['cell']['arm']['name']}"
+                         + (f" {doc['cell']['activation']}" if len(acts) > 1 else "")
+                         + f" (lr {doc['chosen_lr']:g}, n={len(loss)})"}
         for ax, x in zip(axes, (steps, t), strict=True):
             ax.plot(x, loss.mean(axis=0), **line)
             ax.fill_between(x, loss.min(axis=0), loss.max(axis=0), color=line["color"],
@@ -78,5 +81,5 @@ def _draw(key: tuple[Any, ...], docs: list[dict[str, Any]], cfg: dict[str, Any],
     axes[1].set_xlabel("wall time since first step (s)")
     axes[0].set_ylabel(f"training loss (running mean, {cfg.get('smooth', 10)} steps)")
     axes[0].legend(fontsize=9)
-    fig.suptitle(f"{data}: {preset} depth {depth}, {act}, {opt}")
-    return save(fig, os.path.join(out, "plots", f"{data}_{preset}{depth}_{act}_{opt}.png"))
+    fig.suptitle(f"{data}: {preset} depth {depth}, {', '.join(acts)}, {opt}")
+    return save(fig, os.path.join(out, "plots", f"{data}_{preset}{depth}_{opt}.png"))
