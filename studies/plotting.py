@@ -57,6 +57,7 @@ def _draw(key: tuple[Any, ...], docs: list[dict[str, Any]], cfg: dict[str, Any],
 
     data, preset, depth, opt = key
     arms = [a["name"] for a in cfg["arms"]]
+    arms += sorted({d["cell"]["arm"]["name"] for d in docs} - set(arms))   # cells of older configs
     acts = sorted({d["cell"]["activation"] for d in docs})
     fig = new_figure(12, 4.4)
     axes = fig.subplots(1, 2, sharey=True)
