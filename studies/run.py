@@ -69,7 +69,7 @@ def network_spec(net: dict[str, Any], activation: str, data: str) -> str:
 
 def cells(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """All cells of the study in run order: the config's `priority` list (`arm/optimizer`)
-    first, then the grid order (optimizer order of the config first)."""
+    first, then the grid order (optimizer order of the config first); `skip` cells left out."""
     out = []
     for opt in cfg["optimizers"]:
         for data in cfg["data"]:
@@ -91,6 +91,8 @@ def cells(cfg: dict[str, Any]) -> list[dict[str, Any]]:
                                     "spec": network_spec(net, act_used, data),
                                     "activation": act_used, "arm": arm, "optimizer": opt,
                                     "depth": net["depth"]})
+    skip = set(cfg.get("skip", []))           # "arm/optimizer" cells left out of the design
+    out = [c for c in out if f"{c['arm']['name']}/{c['optimizer']}" not in skip]
     prio = cfg.get("priority", [])
 
     def rank(c: dict[str, Any]) -> int:
