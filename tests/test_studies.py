@@ -24,7 +24,8 @@ def test_configs_expand_to_cells(path):
     assert len(full["seeds"]) >= 3
     assert all(len(o["lrs"]) >= 3 for o in full["optimizers"].values())
     assert quick["steps"] < full["steps"] and len(quick["seeds"]) == 1
-    assert all(c["depth"] <= 10 for c in study.cells(quick))
+    # tiny, but deep enough for every arm (TAT eta 0.9 needs >= 13 Leaky-ReLU layers)
+    assert all(c["depth"] <= 16 for c in study.cells(quick))
     for c in cells:           # pinned activations only where the arm asks for them
         if c["arm"]["method"] == "ll":
             assert c["activation"] == "relu"
