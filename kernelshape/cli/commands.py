@@ -110,28 +110,16 @@ def load_network(spec: str) -> Any:
     return parse_spec(spec)
 
 
-def _top_level_split(text: str) -> list[str]:
-    """Split SPEC options at commas outside parentheses (expressions such as max(x,0))."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        current += char
-    parts.append(current)
-    return [p.strip() for p in parts if p.strip()]
-
-
 def with_activation(spec: str, act: str) -> str:
     """A preset SPEC with its activation option set to ``act`` (replacing any given)."""
     if spec.strip().endswith(".json") or os.path.isfile(spec) or ":" not in spec and \
             "=" in spec:
         raise UsageError("--activation sets the activation option of a preset SPEC such as "
                          "mlp:depth=100; for a saved network JSON, edit its activation instead")
+    from kernelshape.topology.spec import split_options
+
     name, _, rest = spec.strip().partition(":")
-    options = [o for o in _top_level_split(rest) if o.partition("=")[0].strip() != "activation"]
+    options = [o for o in split_options(rest) if o.partition("=")[0].strip() != "activation"]
     return f"{name}:{','.join([*options, f'activation={act}'])}"
 
 

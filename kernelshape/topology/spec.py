@@ -43,7 +43,9 @@ def preset_options(preset: Callable) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(preset).parameters)
 
 
-def _split(text: str) -> list[str]:
+def split_options(text: str) -> list[str]:
+    """Split SPEC options ``k=v,k=v`` at commas outside parentheses (activation expressions
+    such as ``max(x,0)`` keep theirs)."""
     parts, depth, current = [], 0, []
     for char in text:
         if char == "," and depth == 0:
@@ -60,7 +62,7 @@ def _parse_options(text: str, preset: Callable, name: str) -> dict[str, Any]:
     params = preset_options(preset)
     allowed = ", ".join(f"{k} ({_type_text(p)})" for k, p in params.items())
     options: dict[str, Any] = {}
-    for item in _split(text):
+    for item in split_options(text):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:

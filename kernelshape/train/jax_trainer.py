@@ -369,12 +369,6 @@ def _make_kfac_jax(model: Model, lr: float, opts: dict[str, Any]) -> Any:
 
     from kernelshape.train.jax_backend import forward
 
-    def loss(params: Any, batch: tuple[Any, Any]) -> tuple[Any, Any]:
-        x, y = batch
-        logits, _, _ = forward(model, params, x, (), train=True)
-        kfac_jax.register_softmax_cross_entropy_loss(logits, y)
-        return xent(logits, y)
-
     def loss_with_state(params: Any, state: Any, batch: tuple[Any, Any]
                         ) -> tuple[Any, tuple[Any, Any]]:
         x, y = batch
@@ -382,6 +376,10 @@ def _make_kfac_jax(model: Model, lr: float, opts: dict[str, Any]) -> Any:
         kfac_jax.register_softmax_cross_entropy_loss(logits, y)
         value, acc = xent(logits, y)
         return value, (new_state, acc)
+
+    def loss(params: Any, batch: tuple[Any, Any]) -> tuple[Any, Any]:
+        value, (_, acc) = loss_with_state(params, (), batch)   # plain plans have no state
+        return value, acc
 
     if "curvature_every" in opts and opts["curvature_every"] != 1:
         raise ValueError("kfac-jax updates its curvature every step (curvature_every=1)")

@@ -26,25 +26,12 @@ import numpy as np
 from kernelshape.activations import Activation, Transform
 from kernelshape.topology import INPUT_ID, KernelState, Network, Subnetwork, parse_spec
 from kernelshape.topology.graph import ancestors_until
+from kernelshape.topology.spec import split_options
 
 METHODS = ("none", "dks", "tat", "eoc")
 
 
 # --------------------------------------------------------------------------- SPEC helpers
-
-def _split_options(text: str) -> list[str]:
-    """Split ``k=v,k=v`` at commas outside parentheses (activation expressions keep theirs)."""
-    parts, depth, current = [], 0, []
-    for char in text:
-        if char == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        current.append(char)
-    parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
-
 
 def with_option(spec: str, key: str, value: Any) -> str:
     """``spec`` with preset option ``key`` set to ``value`` (added when missing).
@@ -56,7 +43,7 @@ def with_option(spec: str, key: str, value: Any) -> str:
         raise ValueError(f"cannot change {key!r} of the saved network {spec!r}; give a preset "
                          "SPEC such as mlp:depth=20,activation=tanh")
     name, _, rest = spec.partition(":")
-    items = _split_options(rest)
+    items = split_options(rest)
     out, found = [], False
     for item in items:
         k, _, _ = item.partition("=")
