@@ -38,9 +38,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from kernelshape import maps  # noqa: E402
-from kernelshape.activations import activation, list_activations  # noqa: E402
-from kernelshape.quadrature import Scaled, expect_1d  # noqa: E402
+from kernelshape.engine import maps  # noqa: E402
+from kernelshape.engine.activations import activation, list_activations  # noqa: E402
+from kernelshape.engine.quadrature import Scaled, expect_1d  # noqa: E402
 
 GOAL_MS = 5.0
 POINTS = 100_000

@@ -10,10 +10,10 @@ targets (zeta = 1.5, tau = 0.3, eta = 0.9). Reported per request:
   the official package needs; ``dks ms``: ``dks.base.activation_transform._get_activations_params``
   with that same function. All are warm (one untimed run of each request first: kernelshape
   then holds its compiled activation functions, dks its Legendre roots) and are the median
-  of ``--repeats`` runs; ``kernelshape.maps.clear_caches()`` runs before every kernelshape
+  of ``--repeats`` runs; ``kernelshape.engine.maps.clear_caches()`` runs before every kernelshape
   request, so no answer is reused across requests.
 * ``ks res`` / ``dks res``: max |value - target| over the local conditions of the request,
-  recomputed by ``kernelshape.precise`` at ``--dps`` digits for both sets of constants, with
+  recomputed by ``kernelshape.engine.precise`` at ``--dps`` digits for both sets of constants, with
   the exact local target (xi, tau_local) of the network; TAT Leaky-ReLU adds the network
   condition ``max_f C_f(0) - eta``.
 
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kernelshape as ks
-from kernelshape import maps
 from kernelshape.compat import dks as compat
+from kernelshape.engine import maps
 from kernelshape.solve.network_targets import (
     dks_local_slope,
     leaky_relu_cmap,
@@ -238,7 +238,7 @@ def conditions(row: Row, net: ks.topology.Network) -> dict[str, float]:
 
 
 def residual(row: Row, params: dict[str, float], dps: int) -> float:
-    from kernelshape.precise import local_summary
+    from kernelshape.engine.precise import local_summary
 
     net = build(row.net, row.activation)
     act = ks.activation(row.activation)

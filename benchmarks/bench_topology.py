@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernelshape.activations import Transform
+from kernelshape.engine.activations import Transform
 from kernelshape.topology import nets
 
 GOAL_MS = 50.0

@@ -26,7 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from kernelshape.activations import activation  # noqa: E402
+from kernelshape.engine.activations import activation  # noqa: E402
 from kernelshape.train import Plan, adam  # noqa: E402
 from kernelshape.train import numpy_backend as nb  # noqa: E402
 from kernelshape.train.optim import apply_updates  # noqa: E402

@@ -10,13 +10,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Activation": "kernelshape.activations",
-    "Transform": "kernelshape.activations",
-    "activation": "kernelshape.activations",
-    "list_activations": "kernelshape.activations",
-    "cmap": "kernelshape.maps",
-    "qmap": "kernelshape.maps",
-    "local_summary": "kernelshape.maps",
+    "Activation": "kernelshape.engine.activations",
+    "Transform": "kernelshape.engine.activations",
+    "activation": "kernelshape.engine.activations",
+    "list_activations": "kernelshape.engine.activations",
+    "cmap": "kernelshape.engine.maps",
+    "qmap": "kernelshape.engine.maps",
+    "local_summary": "kernelshape.engine.maps",
     "nets": "kernelshape.topology",
     "shape": "kernelshape.solve",
     "Solution": "kernelshape.solve",

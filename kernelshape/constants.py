@@ -502,7 +502,7 @@ def load_constants(path: str | os.PathLike[str], verify: bool = True) -> dict[st
     """Load a constants document, validate it, and (``verify=True``) re-check its constants.
 
     Verification re-evaluates the local conditions of every activation in
-    ``local_targets`` with ``kernelshape.maps.local_summary`` and compares them with the
+    ``local_targets`` with ``kernelshape.engine.maps.local_summary`` and compares them with the
     recorded targets within ``certificate.check_tolerance``.
     """
     doc = read_document(path)
@@ -519,8 +519,8 @@ def load_constants(path: str | os.PathLike[str], verify: bool = True) -> dict[st
 
 def _default_evaluate(name: str, entry: Mapping[str, Any]) -> Mapping[str, float]:
     try:
-        from kernelshape.activations import Transform, activation
-        from kernelshape.maps import local_summary
+        from kernelshape.engine.activations import Transform, activation
+        from kernelshape.engine.maps import local_summary
     except ImportError as exc:  # pragma: no cover - only before the map engine exists
         raise RuntimeError(
             f"cannot verify constants: the map engine is not available ({exc})"
@@ -542,7 +542,7 @@ def verify_document(
     """Re-evaluate every recorded local condition; return the residuals or raise ValueError.
 
     ``evaluate(name, entry)`` returns the ``local_summary`` dict of the transformed
-    activation described by ``entry`` (default: ``kernelshape.maps.local_summary``).
+    activation described by ``entry`` (default: ``kernelshape.engine.maps.local_summary``).
     A condition passes when ``|value - target| <= check_tolerance * max(1, |target|)``.
     """
     evaluate = evaluate or _default_evaluate

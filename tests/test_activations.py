@@ -10,10 +10,10 @@ import pytest
 import sympy as sp
 
 import kernelshape as ks
-from kernelshape.activations import Activation, Transform, activation, list_activations
-from kernelshape.callables import CallableActivation, fd_weights, from_callable
-from kernelshape.maps import SUMMARY_KEYS, cmap, local_summary, qmap
-from kernelshape.symbolic import Sigmoid, Softplus, X
+from kernelshape.engine.activations import Activation, Transform, activation, list_activations
+from kernelshape.engine.callables import CallableActivation, fd_weights, from_callable
+from kernelshape.engine.maps import SUMMARY_KEYS, cmap, local_summary, qmap
+from kernelshape.engine.symbolic import Sigmoid, Softplus, X
 
 BUILTINS = list_activations()
 KINKED = {"relu", "leaky_relu", "abs", "step", "sign", "elu", "selu", "softsign"}
@@ -128,7 +128,8 @@ def test_derivative_order_validation() -> None:
 
 # --- Python callables ------------------------------------------------------------------------
 
-# Precision promised in kernelshape/callables.py for finite differences (tanh-like functions):
+# Precision promised in kernelshape/engine/callables.py for finite differences (tanh-like
+# functions):
 FD_PRECISION = {0: 1e-15, 1: 1e-13, 2: 1e-11, 3: 1e-9, 4: 1e-7}
 
 

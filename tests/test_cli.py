@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernelshape.activations import Transform, activation, list_activations
 from kernelshape.constants import build_document, save_document
-from kernelshape.maps import SUMMARY_KEYS, cmap, local_summary, qmap
+from kernelshape.engine.activations import Transform, activation, list_activations
+from kernelshape.engine.maps import SUMMARY_KEYS, cmap, local_summary, qmap
 
 SCRIPT = shutil.which("kernelshape", path=os.path.dirname(sys.executable))
 SUBCOMMANDS = ("activations", "maps", "shape", "export", "verify", "plot", "train", "demo")
@@ -73,7 +73,7 @@ def one_json(proc: subprocess.CompletedProcess[str]) -> dict:
 
 def tanh_document(path: Path) -> Path:
     """A constants document for tanh scaled to Q(1) = 1 (the scale is computed, and the
-    recorded residuals are evaluated, with kernelshape.maps)."""
+    recorded residuals are evaluated, with kernelshape.engine.maps)."""
     scale = 1.0 / math.sqrt(local_summary("tanh")["q_value"])
     transform = Transform(output_scale=scale)
     found = local_summary(activation("tanh").transformed(transform))

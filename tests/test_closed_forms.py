@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from kernelshape import closed_forms, maps
-from kernelshape.activations import Transform, activation
-from kernelshape.quadrature import Scaled, expect_1d
+from kernelshape.engine import closed_forms, maps
+from kernelshape.engine.activations import Transform, activation
+from kernelshape.engine.quadrature import Scaled, expect_1d
 
 # (spec, params, transforms): every family, with flips (negative input scale), output
 # shift/scale, and input shifts where the family allows them.

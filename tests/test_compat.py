@@ -18,7 +18,7 @@ import pytest
 import kernelshape as ks
 from kernelshape.compat import dks as activation_transform
 from kernelshape.compat.dks import DksRequest
-from kernelshape.precise import local_summary as precise_summary
+from kernelshape.engine.precise import local_summary as precise_summary
 from kernelshape.topology import nets
 
 OFFICIAL_DKS = {"c_slope_1_target": 1.2}

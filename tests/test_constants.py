@@ -111,7 +111,7 @@ def test_build_document_accepts_numpy_and_transform_objects():
 
 
 def test_build_document_from_kernelshape_activations():
-    acts = pytest.importorskip("kernelshape.activations", reason="kernelshape.activations missing")
+    acts = pytest.importorskip("kernelshape.engine.activations")
     t = acts.Transform(input_scale=0.5, input_shift=0.1, output_shift=-0.2, output_scale=3.0)
     lrelu = acts.activation("leaky_relu", negative_slope=0.2).transformed(
         acts.Transform(output_scale=1.25, negative_slope=0.4))
@@ -407,8 +407,7 @@ def test_verify_rejects_residuals_beyond_certificate_tolerance():
 
 
 def test_load_constants_verifies_with_the_map_engine(tmp_path):
-    pytest.importorskip("kernelshape.maps", reason="kernelshape.maps not available yet")
-    pytest.importorskip("kernelshape.activations", reason="kernelshape.activations missing")
+    pytest.importorskip("kernelshape.engine.maps")
     path = save_document(_good_document(), tmp_path / "good.json")
     assert load_constants(path)["method"] == "dks"
     bad = _good_document()

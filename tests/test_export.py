@@ -298,9 +298,9 @@ def test_numpy_erf_fallback_without_scipy(all_doc, tmp_path, monkeypatch):
 
 
 def test_matches_kernelshape_activation_when_available(all_doc, tmp_path):
-    """Same values as kernelshape.activations, including at kinks (u = 0) and aliases."""
+    """Same values as kernelshape.engine.activations, including at kinks (u = 0) and aliases."""
     acts = pytest.importorskip(
-        "kernelshape.activations", reason="kernelshape.activations not available yet")
+        "kernelshape.engine.activations", reason="kernelshape.engine.activations not available yet")
     entries = {}
     for name in [*all_doc["activations"], "silu", "linear", "lrelu", "arctan"]:
         try:

@@ -8,9 +8,9 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernelshape.activations import activation
-from kernelshape.expressions import FUNCTIONS, MAX_TEXT_LENGTH, parse_expression
-from kernelshape.symbolic import X
+from kernelshape.engine.activations import activation
+from kernelshape.engine.expressions import FUNCTIONS, MAX_TEXT_LENGTH, parse_expression
+from kernelshape.engine.symbolic import X
 
 ALLOWED = "allowed: numbers, the variable x"
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernelshape import hermite, maps
-from kernelshape.activations import Transform, activation, list_activations
-from kernelshape.maps import SUMMARY_KEYS, cmap, local_summary, qmap, route, snap_q
-from kernelshape.quadrature import Scaled, expect_1d
+from kernelshape.engine import hermite, maps
+from kernelshape.engine.activations import Transform, activation, list_activations
+from kernelshape.engine.maps import SUMMARY_KEYS, cmap, local_summary, qmap, route, snap_q
+from kernelshape.engine.quadrature import Scaled, expect_1d
 
 CLOSED = {"relu", "leaky_relu", "abs", "step", "sign", "erf", "sin", "cos", "exp", "gaussian",
           "gelu_exact", "identity", "square"}

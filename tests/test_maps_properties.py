@@ -13,8 +13,8 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from kernelshape.activations import Activation, Transform, activation, list_activations
-from kernelshape.maps import cmap, qmap
+from kernelshape.engine.activations import Activation, Transform, activation, list_activations
+from kernelshape.engine.maps import cmap, qmap
 
 TOL = 1e-12
 SETTINGS = settings(max_examples=14, deadline=None, derandomize=True,

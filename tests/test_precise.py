@@ -16,9 +16,9 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from kernelshape import maps
-from kernelshape.activations import Transform, activation, list_activations
-from kernelshape.maps import SUMMARY_KEYS, cmap, local_summary, qmap
+from kernelshape.engine import maps
+from kernelshape.engine.activations import Transform, activation, list_activations
+from kernelshape.engine.maps import SUMMARY_KEYS, cmap, local_summary, qmap
 
 FLOAT_TOL = 1e-12
 TRANSFORMS = {

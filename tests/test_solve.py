@@ -9,7 +9,7 @@ Reference values:
 
 The official constants come from a bisection stopped at 1e-8 on the network target and a
 quadrature that does not split at kinks; where they differ from kernelshape's beyond 1e-7, an
-independent 30-digit evaluation (``kernelshape.precise``) shows which constants meet the
+independent 30-digit evaluation (``kernelshape.engine.precise``) shows which constants meet the
 conditions.
 """
 
@@ -23,7 +23,7 @@ import pytest
 from scipy import integrate
 
 import kernelshape as ks
-from kernelshape.precise import local_summary as precise_summary
+from kernelshape.engine.precise import local_summary as precise_summary
 from kernelshape.solve.network_targets import dks_local_slope, leaky_relu_cmap
 from kernelshape.topology import nets
 

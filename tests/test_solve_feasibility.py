@@ -8,7 +8,7 @@ import math
 import pytest
 
 import kernelshape as ks
-from kernelshape.precise import local_summary as precise_summary
+from kernelshape.engine.precise import local_summary as precise_summary
 from kernelshape.solve import InfeasibleError
 from kernelshape.solve.shape import RELU_SLOPE_THRESHOLD
 from kernelshape.topology import Dense, Nonlinearity, Repeat, Serial, nets, network

@@ -59,7 +59,7 @@ def test_selection_rule_smallest_shift_among_certified_roots() -> None:
     assert abs(chosen["input_shift"]) == min(abs(r["input_shift"]) for r in roots)
     assert all(r["input_scale"] > 0 for r in roots)
     # every listed root is a genuine solution (independent 30-digit check of two of them)
-    from kernelshape.precise import local_summary
+    from kernelshape.engine.precise import local_summary
 
     for root in roots[:2]:
         t = ks.Transform(*(root[k] for k in KEYS))

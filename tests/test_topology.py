@@ -1,6 +1,6 @@
 """Topology DSL: structure, subnetwork functions, validation, JSON and SPEC strings.
 
-The kernel maps of networks (which need kernelshape.maps) are tested in test_topology_maps.py.
+The kernel maps of networks (which need the map engine) are tested in test_topology_maps.py.
 """
 
 from __future__ import annotations
@@ -474,7 +474,7 @@ def test_json_cycle_and_graph_errors():
 
 
 def _round_trip_networks():
-    from kernelshape.activations import activation
+    from kernelshape.engine.activations import activation
 
     shared = Dense(8)
     custom = network(Serial(

@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pytest
 
-from kernelshape.activations import Transform, activation
-from kernelshape.maps import cmap, local_summary, qmap
+from kernelshape.engine.activations import Transform, activation
+from kernelshape.engine.maps import cmap, local_summary, qmap
 from kernelshape.topology import (
     Concat,
     Conv,

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from kernelshape.activations import Transform, activation
 from kernelshape.constants import build_document
+from kernelshape.engine.activations import Transform, activation
 from kernelshape.train import Act, Dense, Plan, load_npz, per_location_normalization, resume, train
 from kernelshape.train import numpy_backend as nb
 from kernelshape.train.data import teacher

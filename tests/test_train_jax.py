@@ -18,8 +18,8 @@ pytest.importorskip("optax", reason="the JAX backend needs the optional extra ke
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from kernelshape.activations import Transform, activation  # noqa: E402
 from kernelshape.constants import build_document  # noqa: E402
+from kernelshape.engine.activations import Transform, activation  # noqa: E402
 from kernelshape.train import Act, Dense, Plan, resume, train  # noqa: E402
 from kernelshape.train import jax_backend as jb  # noqa: E402
 from kernelshape.train import numpy_backend as nb  # noqa: E402

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from kernelshape.activations import Transform, activation
-from kernelshape.maps import cmap, qmap
+from kernelshape.engine.activations import Transform, activation
+from kernelshape.engine.maps import cmap, qmap
 from kernelshape.topology import Dense, Nonlinearity, Residual, Serial, nets, network
 from kernelshape.verify import (
     SubnetMap,

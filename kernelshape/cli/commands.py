@@ -141,8 +141,8 @@ def optional_function(module: str, function: str, what: str, issue: str) -> Any:
 
 def activations(args: argparse.Namespace) -> int:
     """kernelshape activations."""
-    from kernelshape.activations import activation, builtin_formula, list_activations
-    from kernelshape.maps import route
+    from kernelshape.engine.activations import activation, builtin_formula, list_activations
+    from kernelshape.engine.maps import route
 
     rows = []
     for name in list_activations():
@@ -167,8 +167,8 @@ def activations(args: argparse.Namespace) -> int:
 
 def maps(args: argparse.Namespace) -> int:
     """kernelshape maps ACT."""
-    from kernelshape.activations import Transform, activation
-    from kernelshape.maps import cmap, local_summary, qmap, route
+    from kernelshape.engine.activations import Transform, activation
+    from kernelshape.engine.maps import cmap, local_summary, qmap, route
 
     cs = parse_list(args.c, "--c", "correlations c in [-1, 1]")
     bad = [c for c in cs if abs(c) > 1.0]
@@ -317,7 +317,7 @@ def _eoc_block(sol: Any) -> dict[str, Any] | None:
 
 def formulas(net: Any, params: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Key -> formula of the transformed activation."""
-    from kernelshape.activations import Transform
+    from kernelshape.engine.activations import Transform
 
     out = {}
     for key, act in net.activations.items():

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kernelshape.activations import Activation, Transform, activation
+from kernelshape.engine.activations import Activation, Transform, activation
 from kernelshape.solve import Solution, shape
 
 __all__ = [

@@ -77,7 +77,7 @@ def _f_abs(x):
 
 
 def _f_sign(x):
-    # 1 at x = 0, as kernelshape.activations
+    # 1 at x = 0, as kernelshape.engine.activations
     return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
 

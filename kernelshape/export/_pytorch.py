@@ -83,7 +83,7 @@ def _f_abs(x):
 
 
 def _f_sign(x):
-    # 1 at x = 0, as kernelshape.activations
+    # 1 at x = 0, as kernelshape.engine.activations
     return torch.where(x >= 0, 1, -1).to(x.dtype)
 
 

@@ -81,7 +81,7 @@ def _f_abs(x):
 
 
 def _f_sign(x):
-    # 1 at x = 0, as kernelshape.activations
+    # 1 at x = 0, as kernelshape.engine.activations
     return tf.where(x >= 0, tf.ones_like(x), -tf.ones_like(x))
 
 

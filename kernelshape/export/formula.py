@@ -5,7 +5,7 @@ Formulas (built-in definitions and user expressions in ``x``) are parsed with Py
 a small expression tree which is constant-folded (with :mod:`math`) and printed as Python
 source that calls helper functions named ``_f_<name>``; every generated file defines those
 helpers for its framework. At 0, ``step`` is 1 and ``sign`` is 1, as in
-``kernelshape.activations``.
+``kernelshape.engine.activations``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ BUILTINS: dict[str, tuple[str, dict[str, float | None]]] = {
     "relu": ("max(x, 0)", {}),
     "leaky_relu": ("leaky_relu(x, {negative_slope})", {"negative_slope": None}),
     "abs": ("abs(x)", {}),
-    "step": ("step(x)", {}),  # 1 for x >= 0, else 0 (as kernelshape.activations)
-    "sign": ("sign(x)", {}),  # 1 for x >= 0, else -1 (as kernelshape.activations)
+    "step": ("step(x)", {}),  # 1 for x >= 0, else 0 (as kernelshape.engine.activations)
+    "sign": ("sign(x)", {}),  # 1 for x >= 0, else -1 (as kernelshape.engine.activations)
     "tanh": ("tanh(x)", {}),
     "sigmoid": ("sigmoid(x)", {}),
     "erf": ("erf(x)", {}),
@@ -69,7 +69,7 @@ BUILTINS: dict[str, tuple[str, dict[str, float | None]]] = {
     "exp": ("exp(x)", {}),
 }
 
-#: other names of built-ins (as accepted by kernelshape.activations)
+#: other names of built-ins (as accepted by kernelshape.engine.activations)
 BUILTIN_ALIASES = {"silu": "swish", "linear": "identity", "lrelu": "leaky_relu",
                    "arctan": "atan"}
 

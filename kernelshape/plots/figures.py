@@ -73,7 +73,7 @@ def _eoc(act: str, bias_variance: float) -> tuple[float, float]:
 
 
 def _eoc_states(act: str, depth: int, c: np.ndarray) -> list[tuple[float, np.ndarray]]:
-    from kernelshape.activations import activation
+    from kernelshape.engine.activations import activation
     from kernelshape.verify.networks import eoc_chain_states
 
     sw2, q_star = _eoc(act, EOC_BIAS_VARIANCE)
@@ -163,8 +163,8 @@ def draw_cmap_degeneration(opts: PlotOptions) -> Figure:
 def draw_local_maps(opts: PlotOptions) -> Figure:
     """Local C map, its deviation from c, and Q map of an activation before/after DKS and TAT
     (constants of a 20-layer MLP)."""
-    from kernelshape.activations import activation
-    from kernelshape.maps import cmap, qmap
+    from kernelshape.engine.activations import activation
+    from kernelshape.engine.maps import cmap, qmap
 
     name = opts.activation or "tanh"
     base = activation(name)

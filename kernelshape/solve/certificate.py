@@ -5,8 +5,8 @@ certificate recomputes every condition by a different route:
 
 * ``"float"`` (default): double-exponential (tanh-sinh family) quadrature with step halving
   on each smooth piece between kinks, with the formulas of
-  :func:`kernelshape.maps.local_summary`;
-* ``"mp"``: the mpmath route at 30 digits (:func:`kernelshape.precise.local_summary`).
+  :func:`kernelshape.engine.maps.local_summary`;
+* ``"mp"``: the mpmath route at 30 digits (:func:`kernelshape.engine.precise.local_summary`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernelshape.activations import Activation
+from kernelshape.engine.activations import Activation
 
 MP_DIGITS = 30
 
@@ -93,7 +93,7 @@ def summary(act: Activation, route: str) -> dict[str, float]:
     if route == "float":
         return de_summary(act)
     if route == "mp":
-        from kernelshape.precise import local_summary
+        from kernelshape.engine.precise import local_summary
 
         return {k: float(v) for k, v in local_summary(act, dps=MP_DIGITS).items()}
     raise ValueError(f"certify must be 'float' or 'mp', got {route!r}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernelshape.activations import Activation, Transform
+from kernelshape.engine.activations import Activation, Transform
 from kernelshape.solve.moments import Dual, Moments, hermite_rule, panel_nodes
 
 ALPHA_RANGE = (1e-4, 20.0)  # documented search box

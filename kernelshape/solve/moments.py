@@ -19,8 +19,8 @@ from functools import cache
 
 import numpy as np
 
-from kernelshape.activations import Activation
-from kernelshape.quadrature import NODES_1D, Scaled, _breaks_1d, _envelope_range, panel_rule
+from kernelshape.engine.activations import Activation
+from kernelshape.engine.quadrature import NODES_1D, Scaled, _breaks_1d, _envelope_range, panel_rule
 
 HERMITE_NODES = 96
 

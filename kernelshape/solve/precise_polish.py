@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mpmath as mp
 
-from kernelshape.activations import Activation, Transform
+from kernelshape.engine.activations import Activation, Transform
 
 GUARD = 10
 

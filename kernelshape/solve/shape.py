@@ -23,9 +23,9 @@ import mpmath as mp
 import numpy as np
 from scipy.optimize import brentq
 
-from kernelshape.activations import Activation, Transform
-from kernelshape.maps import qmap
-from kernelshape.quadrature import Scaled, expect_1d
+from kernelshape.engine.activations import Activation, Transform
+from kernelshape.engine.maps import qmap
+from kernelshape.engine.quadrature import Scaled, expect_1d
 from kernelshape.solve import certificate
 from kernelshape.solve.local import LocalRoot, closest_point, solve_local
 from kernelshape.solve.network_targets import (

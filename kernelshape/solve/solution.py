@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernelshape.activations import Activation, Transform
+from kernelshape.engine.activations import Activation, Transform
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 from kernelshape.topology.state import KernelState, mix_states
 
 if TYPE_CHECKING:
-    from kernelshape.activations import Activation
+    from kernelshape.engine.activations import Activation
 
 Shape = tuple[int, ...]
 
@@ -209,8 +209,8 @@ class Nonlinearity(Layer):
         return self.activation if isinstance(self.activation, str) else self.activation.name
 
     def resolve(self) -> Activation:
-        """The ``kernelshape.activations.Activation`` this layer applies."""
-        from kernelshape.activations import activation
+        """The ``kernelshape.engine.activations.Activation`` this layer applies."""
+        from kernelshape.engine.activations import activation
 
         return activation(self.activation)
 
@@ -221,7 +221,7 @@ class Nonlinearity(Layer):
     def kernel_fn(self, inputs: Sequence[KernelState],
                   activations: Mapping[str, Activation]) -> KernelState:
         """``q_i -> Q(q_i)``, ``c -> C(c; q1, q2)``; jets by the chain rule (Faa di Bruno)."""
-        from kernelshape.maps import qmap
+        from kernelshape.engine.maps import qmap
 
         act = activations[self.activation_key]
         s = inputs[0]
@@ -238,8 +238,8 @@ class Nonlinearity(Layer):
 
 def _cmap(act: Activation, c: np.ndarray, q1: np.ndarray, q2: np.ndarray,
           order: int) -> np.ndarray:
-    """``kernelshape.maps.cmap`` broadcast over arrays of q1 and q2 (one call per distinct pair)."""
-    from kernelshape.maps import cmap
+    """``maps.cmap`` broadcast over arrays of q1 and q2 (one call per distinct pair)."""
+    from kernelshape.engine.maps import cmap
 
     q1, q2 = np.asarray(q1, dtype=float), np.asarray(q2, dtype=float)
     if q1.size == 1 and q2.size == 1:

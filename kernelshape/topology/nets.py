@@ -16,7 +16,7 @@ from kernelshape.topology.layers import Conv, Dense, GlobalAvgPool, Nonlinearity
 from kernelshape.topology.network import Network, network
 
 if TYPE_CHECKING:
-    from kernelshape.activations import Activation
+    from kernelshape.engine.activations import Activation
 
 DEFAULT_ACTIVATION = "softplus"
 

@@ -24,7 +24,7 @@ from kernelshape.topology.subnetworks import SubnetFunctions, Subnetwork
 from kernelshape.topology.validation import validate
 
 if TYPE_CHECKING:
-    from kernelshape.activations import Activation, Transform
+    from kernelshape.engine.activations import Activation, Transform
 
 SubnetMaxFn = Callable[[float, Callable[[float], float]], float]
 MAX_ORDER = 2

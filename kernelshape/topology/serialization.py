@@ -75,7 +75,7 @@ def _node_from_dict(entry: Mapping[str, Any]) -> Node:
         raise ValueError(f"node {node_id!r} ({type_name}) has unknown fields "
                          f"{sorted(set(params) - set(allowed))}; allowed: {allowed}")
     if cls is Nonlinearity and isinstance(params.get("activation"), Mapping):
-        from kernelshape.activations import Activation
+        from kernelshape.engine.activations import Activation
 
         params["activation"] = Activation.from_dict(params["activation"])
     if cls is Input and "shape" in params:

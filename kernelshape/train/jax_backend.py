@@ -84,7 +84,7 @@ def jax_activation(layer: Act, transform: dict[str, float] | None = None
     `transform`: the dks parameter dict of the layer's slot (None: untransformed).
     """
     global _HELPERS
-    from kernelshape.activations import activation
+    from kernelshape.engine.activations import activation
     from kernelshape.export.formula import BUILTIN_ALIASES, BUILTINS, base_formula
 
     if _HELPERS is None:

@@ -29,7 +29,7 @@ class Shaping:
 
     def activation(self, layer: Act) -> Elementwise:
         """The layer's activation, transformed with the solved constants when there are any."""
-        from kernelshape.activations import Transform, activation
+        from kernelshape.engine.activations import Transform, activation
 
         act = activation(layer.activation, **dict(layer.params))
         t = self.transforms.get(layer.slot)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kernelshape.activations import Transform
+from kernelshape.engine.activations import Transform
 from kernelshape.topology import Network
 from kernelshape.verify.networks import (
     chain_forward_frames,

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kernelshape.activations import Activation, Transform
+from kernelshape.engine.activations import Activation, Transform
 from kernelshape.topology import INPUT_ID, KernelState, Network, Subnetwork, parse_spec
 from kernelshape.topology.graph import ancestors_until
 from kernelshape.topology.spec import split_options
@@ -236,7 +236,7 @@ def check_q_range(net: Network, transforms: Mapping[str, Transform] | None = Non
     """Refuse (ValueError) networks whose q explodes into a range where the C maps of
     non-closed-form activations are impractically slow to evaluate (e.g. an EOC softplus
     chain without biases, where q doubles per layer)."""
-    from kernelshape import closed_forms
+    from kernelshape.engine import closed_forms
 
     qs = q_states(net, transforms)
     acts = net.transformed_activations(transforms)
@@ -265,7 +265,7 @@ def eoc_chain_states(act: Activation, depth: int, weight_variance: float, bias_v
     ``c_z1 = (s_w^2 q_x c + s_b^2) / q_pre`` with ``q_x = (q_pre - s_b^2) / s_w^2``.
     Returns one ``(q_h, c_h)`` per layer.
     """
-    from kernelshape.maps import cmap, qmap
+    from kernelshape.engine.maps import cmap, qmap
 
     sw2, sb2 = float(weight_variance), float(bias_variance)
     if q_pre is None:
@@ -285,7 +285,7 @@ def eoc_chain_states(act: Activation, depth: int, weight_variance: float, bias_v
 
 def _eoc_fixed_point(act: Activation, sw2: float, sb2: float) -> float:
     """``q* = s_w^2 Q(q*) + s_b^2`` by fixed-point iteration (attracting for tanh-like phi)."""
-    from kernelshape.maps import qmap
+    from kernelshape.engine.maps import qmap
 
     q = max(sb2, 1.0)
     for _ in range(10_000):

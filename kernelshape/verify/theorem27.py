@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from kernelshape.activations import Transform
+from kernelshape.engine.activations import Transform
 from kernelshape.topology import Network
 from kernelshape.verify.networks import (
     Shaped,
@@ -70,7 +70,7 @@ def per_layer_ntk(net: Network, transforms: Mapping[str, Transform] | None, c: A
                   q: float = 1.0) -> dict[str, np.ndarray]:
     """Infinite-width ``Theta_i(x, x')`` for inputs with ``q = |x|^2/d0`` (both) and cosines
     ``c`` (vectorized), by the forward/backward kernel recursion (module docstring)."""
-    from kernelshape.maps import cmap
+    from kernelshape.engine.maps import cmap
 
     _check_chain(net)
     c = np.asarray(c, dtype=float)

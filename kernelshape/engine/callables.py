@@ -30,8 +30,8 @@ import mpmath as mp
 import numpy as np
 import sympy as sp
 
-from kernelshape.activations import Activation, Transform
-from kernelshape.symbolic import MAX_JUMP_ORDER, Piece, PiecewiseInfo, X
+from kernelshape.engine.activations import Activation, Transform
+from kernelshape.engine.symbolic import MAX_JUMP_ORDER, Piece, PiecewiseInfo, X
 
 STENCIL_HALF_WIDTH = 5
 FD_STEPS = {1: 0.02, 2: 0.03, 3: 0.02, 4: 0.03}  # measured optimum on tanh, atan, gelu, sin

@@ -17,8 +17,8 @@ from functools import cache
 
 import numpy as np
 
-from kernelshape.activations import Activation
-from kernelshape.symbolic import density_weight
+from kernelshape.engine.activations import Activation
+from kernelshape.engine.symbolic import density_weight
 
 FEATURE_RANGE = 40.0  # |x| beyond which built-in activations are smooth and slowly varying
 ENVELOPE_DROP = 75.0  # log-units below the peak at which the integrand is negligible

@@ -23,8 +23,8 @@ from functools import cache
 import numpy as np
 import sympy as sp
 
-from kernelshape.activations import Activation
-from kernelshape.symbolic import X
+from kernelshape.engine.activations import Activation
+from kernelshape.engine.symbolic import X
 
 C, A1, A2, B = sp.symbols("c a1 a2 b", real=True)
 

@@ -12,7 +12,7 @@ import math
 
 import sympy as sp
 
-from kernelshape.symbolic import Sigmoid, Softplus, X
+from kernelshape.engine.symbolic import Sigmoid, Softplus, X
 
 MAX_TEXT_LENGTH = 500
 

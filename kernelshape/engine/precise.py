@@ -27,9 +27,9 @@ from functools import cache
 import mpmath as mp
 import numpy as np
 
-from kernelshape.activations import Activation
-from kernelshape.quadrature import FEATURE_RANGE, Scaled, _envelope_range, _outer_breaks
-from kernelshape.symbolic import density_weight, q_derivative_weight
+from kernelshape.engine.activations import Activation
+from kernelshape.engine.quadrature import FEATURE_RANGE, Scaled, _envelope_range, _outer_breaks
+from kernelshape.engine.symbolic import density_weight, q_derivative_weight
 
 GUARD_DIGITS = 10
 NODES_PER_DIGIT = 0.85
@@ -326,7 +326,7 @@ def _vectorize(values, fn: Callable):
 
 
 def qmap(act: Activation, q, order: int, dps: int):
-    """``d^order Q/dq^order`` at ``dps`` digits (see :func:`kernelshape.maps.qmap`)."""
+    """``d^order Q/dq^order`` at ``dps`` digits (see :func:`kernelshape.engine.maps.qmap`)."""
     dps = _check_dps(dps)
 
     def one(qi: object) -> mp.mpf:
@@ -347,7 +347,7 @@ def qmap(act: Activation, q, order: int, dps: int):
 
 
 def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
-    """``d^order C/dc^order`` at ``dps`` digits (see :func:`kernelshape.maps.cmap`)."""
+    """``d^order C/dc^order`` at ``dps`` digits (see :func:`kernelshape.engine.maps.cmap`)."""
     dps = _check_dps(dps)
     with mp.workdps(dps + GUARD_DIGITS):
         mq1, mq2 = mp.mpf(q1), mp.mpf(q2)
@@ -366,7 +366,7 @@ def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
 
 
 def local_summary(act: Activation, dps: int) -> dict[str, mp.mpf]:
-    """Local summary at ``dps`` digits (see :func:`kernelshape.maps.local_summary`)."""
+    """Local summary at ``dps`` digits (see :func:`kernelshape.engine.maps.local_summary`)."""
     dps = _check_dps(dps)
     with mp.workdps(dps + GUARD_DIGITS):
         g = _ScaledMP(act, mp.mpf(1))

@@ -12,14 +12,14 @@ With ``z ~ N(0,1)``, ``(z1, z2)`` standard normals with correlation ``c`` and
 
 Routes (:func:`route`):
 
-* ``closed``: exact formulas (:mod:`kernelshape.closed_forms`);
+* ``closed``: exact formulas (:mod:`kernelshape.engine.closed_forms`);
 * ``hermite``: smooth activations whose Mehler series ``sum_k a_k(q1) a_k(q2) c^k`` has a
   certified truncation error below ``1e-14`` (relative) within 2048 terms
-  (:mod:`kernelshape.hermite`): only 1-D quadratures, any number of c points;
-* ``quadrature``: float64 2-D panels split at kinks (:mod:`kernelshape.quadrature`);
+  (:mod:`kernelshape.engine.hermite`): only 1-D quadratures, any number of c points;
+* ``quadrature``: float64 2-D panels split at kinks (:mod:`kernelshape.engine.quadrature`);
   many-point C maps go through a cached Chebyshev interpolant in ``theta = arccos c``, accepted
   only once its coefficients have converged to float64 level;
-* ``dps=N``: mpmath (:mod:`kernelshape.precise`).
+* ``dps=N``: mpmath (:mod:`kernelshape.engine.precise`).
 
 Many-point evaluations (``>= TABLE_MIN_POINTS``) use a cached piecewise Chebyshev table in theta
 (:class:`ThetaTable`, 16th degree per cell, cells doubled until every cell's last coefficients
@@ -44,10 +44,10 @@ import numpy as np
 from numpy.polynomial import chebyshev
 from scipy import fft
 
-from kernelshape import closed_forms, hermite
-from kernelshape.activations import Activation, activation
-from kernelshape.quadrature import Scaled, expect_1d, expect_2d
-from kernelshape.symbolic import q_derivative_weight
+from kernelshape.engine import closed_forms, hermite
+from kernelshape.engine.activations import Activation, activation
+from kernelshape.engine.quadrature import Scaled, expect_1d, expect_2d
+from kernelshape.engine.symbolic import q_derivative_weight
 
 SUMMARY_KEYS = ("q_value", "q_slope", "c_value_0", "c_slope_0", "c_slope_1", "c_curv_1")
 Q_DIGITS = 14
@@ -139,7 +139,7 @@ def qmap(act: Activation | str, q, order: int = 0, dps: int | None = None):
     act = _as_activation(act)
     order = _check_order(order)
     if dps is not None:
-        from kernelshape import precise
+        from kernelshape.engine import precise
 
         return precise.qmap(act, q, order, dps)
     qs = np.asarray(q, dtype=float)
@@ -421,7 +421,7 @@ def cmap(act: Activation | str, c, q1: float = 1.0, q2: float = 1.0, order: int 
     order = _check_order(order)
     q1, q2 = _check_q("q1", q1), _check_q("q2", q2)
     if dps is not None:
-        from kernelshape import precise
+        from kernelshape.engine import precise
 
         return precise.cmap(act, c, q1, q2, order, dps)
     cs = _check_c(c)
@@ -460,7 +460,7 @@ def local_summary(act: Activation | str, dps: int | None = None) -> dict[str, fl
     """
     act = _as_activation(act)
     if dps is not None:
-        from kernelshape import precise
+        from kernelshape.engine import precise
 
         return precise.local_summary(act, dps)
     values = _summary(act)

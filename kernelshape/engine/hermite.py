@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernelshape.quadrature import NODES_1D, Scaled, _breaks_1d, _envelope_range, panel_rule
+from kernelshape.engine.quadrature import NODES_1D, Scaled, _breaks_1d, _envelope_range, panel_rule
 
 TOLERANCE = 1e-14
 NOISE = 1e-15  # resolution of a computed tail E - sum a_k^2, relative to E

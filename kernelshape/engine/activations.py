@@ -16,8 +16,8 @@ import mpmath as mp
 import numpy as np
 import sympy as sp
 
-from kernelshape.expressions import parse_expression
-from kernelshape.symbolic import (
+from kernelshape.engine.expressions import parse_expression
+from kernelshape.engine.symbolic import (
     PiecewiseInfo,
     Sigmoid,
     Softplus,
@@ -303,14 +303,14 @@ _CACHE: dict[tuple, Activation] = {}
 def activation(spec: str | Activation | Callable, **params: float) -> Activation:
     """Get an activation: a built-in name, an expression in ``x``, or an Activation.
 
-    Python callables are wrapped by :func:`kernelshape.callables.from_callable`.
+    Python callables are wrapped by :func:`kernelshape.engine.callables.from_callable`.
     """
     if isinstance(spec, Activation):
         if params:
             raise ValueError("parameters cannot be given together with an Activation object")
         return spec
     if callable(spec) and not isinstance(spec, str):
-        from kernelshape.callables import from_callable
+        from kernelshape.engine.callables import from_callable
 
         return from_callable(spec, **params)
     if not isinstance(spec, str):
