@@ -19,6 +19,8 @@ $(VENV)/.installed: $(VENV)/.created pyproject.toml
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(PIP) install -q -e '.[dev,jax,data]'
 	$(PIP) install -q 'torch==2.13.0' || echo "torch 2.13.0 not available: PyTorch export tests will be skipped"
+	# tf-keras: TensorFlow Probability (under kfac-jax) needs it once TensorFlow is imported
+	$(PIP) install -q 'tensorflow-cpu==2.21.0' 'tf-keras==2.21.0' || echo "tensorflow-cpu 2.21.0 not available: TensorFlow export tests will be skipped"
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,7 +16,8 @@ from numpy.polynomial.hermite_e import hermegauss
 from scipy import integrate, special
 
 from kernelshape.constants import build_document, save_document
-from kernelshape.export import BUILTINS, FRAMEWORKS, export, export_to_file, parse_formula
+from kernelshape.engine.builtins import BUILTINS, base_expression
+from kernelshape.export import FRAMEWORKS, export, export_to_file
 
 # --------------------------------------------------------------------------- references
 
@@ -714,7 +715,7 @@ def test_export_to_file_failure_leaves_old_file(tmp_path):
     target = tmp_path / "act.py"
     target.write_text("# previous version\n")
     bad = build_document("dks", {}, {"r": {"activation": "relu6"}}, {}, {})
-    with pytest.raises(ValueError, match="unknown built-in activation 'relu6'"):
+    with pytest.raises(ValueError, match="unknown activation 'relu6'"):
         export_to_file(bad, target, to="pytorch")
     assert target.read_text() == "# previous version\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["act.py"]
@@ -729,7 +730,7 @@ def test_export_rejects_bad_requests(all_doc):
         export(42, to="numpy")
     bad = build_document("dks", {}, {"t": {"activation": "tanh", "params": {"beta": 2.0}}},
                          {}, {})
-    with pytest.raises(ValueError, match="unknown parameter"):
+    with pytest.raises(ValueError, match="has no parameter"):
         export(bad, to="numpy")
 
 
@@ -737,38 +738,37 @@ def test_export_rejects_bad_requests(all_doc):
 
 
 MALICIOUS = [
-    ("__import__('os').system('touch PWNED')", "only calls of whitelisted"),
+    ("__import__('os').system('touch PWNED')", "only plain function calls"),
     ("__import__('os')", "unknown function '__import__'"),
     ("x.__class__", "Attribute"),
-    ("(lambda: 1)()", "only calls of whitelisted"),
+    ("(lambda: 1)()", "only plain function calls"),
     ("x[0]", "Subscript"),
     ("open('f')", "unknown function"),
     ("exp(x) if x else 1", "IfExp"),
     ("x > 0", "Compare"),
-    ("'abc'", "literal"),
+    ("'abc'", "not a real number"),
     ("x^2", "use \\*\\*"),
     ("exp(x, 2)", "takes 1 argument"),
-    ("exp(x=1)", "positional"),
+    ("exp(x=1)", "keyword arguments"),
     ("exp(*x)", "positional"),
     ("y + x", "unknown name 'y'"),
-    ("exp + x", "is a function"),
+    ("exp + x", "used without arguments"),
     ("log(-1) + x", "undefined"),
-    ("1e400 * x", "not finite"),
-    ("9**9**9**9 + x", "undefined"),
+    ("1e400 * x", "infinite or NaN"),
+    ("9**9**9**9 + x", "exponents larger than 64"),
     ("[x]", "List"),
     ("x % 2", "operator Mod"),
     ("not x", "unary operator Not"),
-    ("max(x)", "at least 2"),
-    ("elu(x, 1)", "unknown function"),
-    ("leaky_relu(x, 0.1)", "unknown function"),
+    ("max(x)", "2 or more"),
+    ("leaky_relu(x, x)", "must be a constant"),
     ("2 + 3", "does not depend on x"),
-    ("x; import os", "cannot parse"),
+    ("x; import os", "syntax error"),
     ("", "empty"),
-    ("(" * 250 + "x" + ")" * 250, "nested"),
+    ("tanh(" * 45 + "x" + ")" * 45, "nested"),
     ("-" * 100 + "x", "nested deeper"),
     ("x + " * 700 + "x", "longer than"),
-    ("True * x", "literal"),
-    ("1j * x", "literal"),
+    ("True * x", "not a real number"),
+    ("1j * x", "not a real number"),
 ]
 
 
@@ -776,7 +776,7 @@ MALICIOUS = [
 def test_malicious_expressions_rejected(text, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=message):
-        parse_formula(text)
+        base_expression(text)
     doc = build_document("dks", {}, {"evil": {"activation": "x"}}, {}, {})
     doc["activations"]["evil"]["activation"] = text
     with pytest.raises(ValueError):
@@ -786,5 +786,5 @@ def test_malicious_expressions_rejected(text, message, tmp_path, monkeypatch):
 
 def test_unknown_builtin_name_is_explained():
     doc = build_document("dks", {}, {"a": {"activation": "relu6"}}, {}, {})
-    with pytest.raises(ValueError, match="knows: identity, relu"):
+    with pytest.raises(ValueError, match="unknown activation 'relu6'; built-ins: abs"):
         export(doc, to="numpy")

@@ -1,7 +1,8 @@
 """Activations: the built-in library, user expressions, and the DKS/TAT ``Transform``.
 
-Every built-in is defined once, as a sympy expression in ``x`` (Piecewise/Max for kinks);
-numpy and mpmath callables for any derivative order are derived from it.
+Built-ins and typed expressions are expression trees (:mod:`kernelshape.engine.expression`,
+built-ins defined once in :mod:`kernelshape.engine.builtins`) lowered to sympy here; numpy and
+mpmath callables for any derivative order are derived from the sympy form.
 A transformed activation is ``phi_hat(x) = gamma * (phi(alpha * x + beta) + delta)``.
 """
 
@@ -16,20 +17,16 @@ import mpmath as mp
 import numpy as np
 import sympy as sp
 
-from kernelshape.engine.expressions import parse_expression
+from kernelshape.engine.builtins import BUILTINS, base_expression, builtin_name, list_builtins
+from kernelshape.engine.expression import Node, allowed_description
 from kernelshape.engine.symbolic import (
     PiecewiseInfo,
-    Sigmoid,
-    Softplus,
     X,
     analyze,
     evaluate_pieces,
     piece_function,
-    stabilize,
+    to_sympy,
 )
-
-SELU_SCALE = sp.Float("1.0507009873554804934193349852946", 40)
-SELU_ALPHA = sp.Float("1.6732632423543772848170429916717", 40)
 
 
 @dataclass(frozen=True)
@@ -85,63 +82,14 @@ class Transform:
         )
 
 
-def _leaky_relu(negative_slope: float = 0.01) -> sp.Expr:
-    return sp.Piecewise((sp.Float(negative_slope, 30) * X, X < 0), (X, True))
-
-
-def _elu(alpha: float = 1.0) -> sp.Expr:
-    return sp.Piecewise((sp.Float(alpha, 30) * (sp.exp(X) - 1), X < 0), (X, True))
-
-
-_BUILTINS: dict[str, tuple[Callable[..., sp.Expr], str]] = {
-    "identity": (lambda: X, "x"),
-    "relu": (lambda: sp.Piecewise((0, X < 0), (X, True)), "max(x, 0)"),
-    "leaky_relu": (_leaky_relu, "x if x >= 0 else negative_slope * x"),
-    "abs": (lambda: sp.Piecewise((-X, X < 0), (X, True)), "|x|"),
-    "step": (lambda: sp.Piecewise((0, X < 0), (1, True)), "1 if x >= 0 else 0"),
-    "sign": (lambda: sp.Piecewise((-1, X < 0), (1, True)), "sign(x)"),
-    "tanh": (lambda: sp.tanh(X), "tanh(x)"),
-    "sigmoid": (lambda: Sigmoid(X), "1 / (1 + exp(-x))"),
-    "erf": (lambda: sp.erf(X), "erf(x)"),
-    "softplus": (lambda: Softplus(X), "log(1 + exp(x))"),
-    "elu": (_elu, "x if x >= 0 else alpha * (exp(x) - 1)"),
-    "selu": (lambda: SELU_SCALE * _elu_expr(SELU_ALPHA), "scale * elu(x, alpha), dks constants"),
-    "swish": (lambda: X * Sigmoid(X), "x * sigmoid(x)"),
-    "gelu": (
-        lambda: X / 2 * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (X + sp.Float("0.044715", 30) * X**3))),
-        "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
-    ),
-    "gelu_exact": (lambda: X / 2 * (1 + sp.erf(X / sp.sqrt(2))), "x * Phi(x)"),
-    "mish": (lambda: X * sp.tanh(Softplus(X)), "x * tanh(softplus(x))"),
-    "bentid": (lambda: (sp.sqrt(X**2 + 1) - 1) / 2 + X, "(sqrt(x^2 + 1) - 1) / 2 + x"),
-    "atan": (lambda: sp.atan(X), "arctan(x)"),
-    "asinh": (lambda: sp.asinh(X), "arcsinh(x)"),
-    "softsign": (
-        lambda: sp.Piecewise((X / (1 - X), X < 0), (X / (1 + X), True)),
-        "x / (1 + |x|)",
-    ),
-    "square": (lambda: X**2, "x^2"),
-    "sin": (lambda: sp.sin(X), "sin(x)"),
-    "cos": (lambda: sp.cos(X), "cos(x)"),
-    "gaussian": (lambda: sp.exp(-(X**2) / 2), "exp(-x^2 / 2)"),
-    "exp": (lambda: sp.exp(X), "exp(x)"),
-}
-_ALIASES = {"silu": "swish", "linear": "identity", "lrelu": "leaky_relu", "arctan": "atan"}
-_DEFAULT_PARAMS = {"leaky_relu": {"negative_slope": 0.01}, "elu": {"alpha": 1.0}}
-
-
-def _elu_expr(alpha: sp.Expr) -> sp.Expr:
-    return sp.Piecewise((alpha * (sp.exp(X) - 1), X < 0), (X, True))
-
-
 def list_activations() -> list[str]:
     """Names of the built-in activations (aliases not included)."""
-    return sorted(_BUILTINS)
+    return list_builtins()
 
 
 def builtin_formula(name: str) -> str:
     """Human-readable formula of a built-in activation."""
-    return _BUILTINS[_ALIASES.get(name, name)][1]
+    return BUILTINS[builtin_name(name) or name].display
 
 
 class Activation:
@@ -158,6 +106,8 @@ class Activation:
         transform: Transform | None = None,
         builtin: bool = False,
         _info: PiecewiseInfo | None = None,
+        *,
+        expression: Node | None = None,
     ) -> None:
         self.name = name
         self.expr = expr
@@ -165,6 +115,7 @@ class Activation:
         self.transform = transform or Transform()
         self.builtin = builtin
         self._info = _info
+        self.expression = expression  # the tree every runtime evaluates (None: a callable)
 
     # --- identity -------------------------------------------------------------------------
     def _key(self) -> tuple:
@@ -202,7 +153,8 @@ class Activation:
     @property
     def base(self) -> Activation:
         """The untransformed activation."""
-        return Activation(self.name, self.expr, self.params, None, self.builtin, self._info)
+        return Activation(self.name, self.expr, self.params, None, self.builtin, self._info,
+                          expression=self.expression)
 
     def transformed(self, t: Transform | Mapping[str, float]) -> Activation:
         """The activation ``gamma * (self(alpha*x + beta) + delta)`` (transforms compose)."""
@@ -217,10 +169,12 @@ class Activation:
             t = replace(t, negative_slope=None)
             combined = self.transform.then(t) if not self.transform.is_identity else t
             combined = replace(combined, negative_slope=base.params["negative_slope"])
-            return Activation(base.name, base.expr, base.params, combined, True, base._info)
+            return Activation(base.name, base.expr, base.params, combined, True, base._info,
+                              expression=base.expression)
         combined = self.transform.then(t) if not self.transform.is_identity else t
         combined = replace(combined, negative_slope=self.transform.negative_slope)
-        return Activation(self.name, self.expr, self.params, combined, self.builtin, self._info)
+        return Activation(self.name, self.expr, self.params, combined, self.builtin, self._info,
+                          expression=self.expression)
 
     # --- evaluation -----------------------------------------------------------------------
     def base_derivative(self, x: np.ndarray, order: int = 0) -> np.ndarray:
@@ -278,25 +232,6 @@ class Activation:
         return act.transformed(Transform(**t)) if t else act
 
 
-def _check_params(name: str, params: Mapping[str, float]) -> dict[str, float]:
-    allowed = _DEFAULT_PARAMS.get(name, {})
-    unknown = set(params) - set(allowed)
-    if unknown:
-        what = ", ".join(sorted(allowed)) or "none"
-        raise ValueError(
-            f"activation {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
-            f"its parameters: {what}"
-        )
-    merged = {**allowed, **params}
-    for key, value in merged.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-            raise ValueError(f"parameter {key} of {name!r} must be a number, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"parameter {key} of {name!r} must be finite, got {value!r}")
-        merged[key] = float(value)
-    return merged
-
-
 _CACHE: dict[tuple, Activation] = {}
 
 
@@ -317,29 +252,34 @@ def activation(spec: str | Activation | Callable, **params: float) -> Activation
         raise TypeError(
             f"activation must be a name, an expression string or a callable, got {spec!r}"
         )
-    name = _ALIASES.get(spec.strip(), spec.strip())
+    name = builtin_name(spec) or spec.strip()
     key = (name, tuple(sorted(params.items())))
     if key in _CACHE:
         return _CACHE[key]
-    if name in _BUILTINS:
-        merged = _check_params(name, params)
-        act = Activation(name, _BUILTINS[name][0](**merged), merged, builtin=True)
-    else:
-        if params:
-            raise ValueError(
-                f"{spec!r} is not a built-in activation, so it takes no parameters "
-                f"(built-ins: {', '.join(list_activations())})"
-            )
-        if spec.isidentifier() and spec != "x":
-            raise ValueError(
-                f"unknown activation {spec!r}; built-ins: {', '.join(list_activations())}; "
-                "or give an expression in x such as 'x*tanh(softplus(x))'"
-            )
-        expr = stabilize(parse_expression(spec))
-        act = Activation(_normalized_text(spec), expr)
+    builtin, merged, tree = base_expression(spec, params)
+    expr = _to_sympy(tree, spec)
+    act = Activation(builtin or _normalized_text(spec), expr, merged, builtin=builtin is not None,
+                     expression=tree)
     _validate(act, spec)
     _CACHE[key] = act
     return act
+
+
+def _to_sympy(tree: Node, spec: str) -> sp.Expr:
+    """The sympy form of a parsed activation, checked to be a real function of x."""
+
+    def invalid(problem: str) -> ValueError:
+        return ValueError(f"invalid activation expression {spec.strip()!r}: {problem} "
+                          f"({allowed_description()})")
+
+    expr = to_sympy(tree)
+    if not isinstance(expr, sp.Expr):
+        raise invalid("it is not an arithmetic expression")
+    if expr.free_symbols - {X}:
+        raise invalid("unknown variable(s); the only variable is x")
+    if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
+        raise invalid("it contains an infinite, NaN or complex constant")
+    return expr
 
 
 def _normalized_text(text: str) -> str:

@@ -17,6 +17,8 @@ import numpy as np
 import sympy as sp
 from scipy import special
 
+from kernelshape.engine.expression import BinOp, Const, Neg, Node, Num, Var
+
 X = sp.Symbol("x", real=True)
 
 MAX_JUMP_ORDER = 8  # derivatives checked for jumps at a kink; beyond this a piece is "smooth"
@@ -86,12 +88,58 @@ NUMPY_MODULES = [
 MPMATH_MODULES = [{"Sigmoid": _mp_sigmoid, "Softplus": _mp_softplus}, "mpmath"]
 
 
-def stabilize(expr: sp.Expr) -> sp.Expr:
-    """Rewrite log(1+exp(u)) as Softplus(u) and 1/(1+exp(-u)) as Sigmoid(u)."""
-    u = sp.Wild("u")
-    expr = expr.replace(sp.log(1 + sp.exp(u)), lambda u: Softplus(u))
-    expr = expr.replace(1 / (1 + sp.exp(-u)), lambda u: Sigmoid(u))
-    return expr
+def _below_zero(a: sp.Expr, below: sp.Expr, above: sp.Expr) -> sp.Expr:
+    return sp.Piecewise((below, a < 0), (above, True))
+
+
+#: op name (kernelshape.engine.ops.OPS) -> its sympy form; kinks become Piecewise
+SYMPY_OPS: dict[str, Callable[..., sp.Expr]] = {
+    "exp": sp.exp,
+    "log": sp.log,
+    "log1p": lambda a: sp.log(1 + a),
+    "expm1": lambda a: sp.exp(a) - 1,
+    "sqrt": sp.sqrt,
+    "tanh": sp.tanh,
+    "sinh": sp.sinh,
+    "cosh": sp.cosh,
+    "sin": sp.sin,
+    "cos": sp.cos,
+    "atan": sp.atan,
+    "asinh": sp.asinh,
+    "erf": sp.erf,
+    "erfc": sp.erfc,
+    "abs": lambda a: _below_zero(a, -a, a),
+    "sign": lambda a: _below_zero(a, sp.Integer(-1), sp.Integer(1)),
+    "step": lambda a: _below_zero(a, sp.Integer(0), sp.Integer(1)),
+    "relu": lambda a: _below_zero(a, sp.Integer(0), a),
+    "sigmoid": Sigmoid,
+    "softplus": Softplus,
+    "max": sp.Max,
+    "min": sp.Min,
+    "leaky_relu": lambda a, s: _below_zero(a, s * a, a),
+    "elu": lambda a, s: _below_zero(a, s * (sp.exp(a) - 1), a),
+}
+_SYMPY_CONSTANTS = {"pi": sp.pi, "e": sp.E, "E": sp.E}
+
+
+def to_sympy(node: Node) -> sp.Expr:
+    """The sympy expression in :data:`X` of an expression tree: decimal literals exact
+    (rationals), float parameters as 30-digit Floats, pi and e exact."""
+    if isinstance(node, Var):
+        return X
+    if isinstance(node, Num):
+        if node.text is None:
+            return sp.Float(node.value, 30)
+        return sp.Integer(node.text) if node.text.isdigit() else sp.Rational(node.text)
+    if isinstance(node, Const):
+        return _SYMPY_CONSTANTS[node.name]
+    if isinstance(node, Neg):
+        return -to_sympy(node.operand)
+    if isinstance(node, BinOp):
+        a, b = to_sympy(node.left), to_sympy(node.right)
+        return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                "/": lambda: a / b, "**": lambda: a**b}[node.op]()
+    return SYMPY_OPS[node.name](*(to_sympy(a) for a in node.args))
 
 
 @dataclass(frozen=True)

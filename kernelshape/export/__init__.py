@@ -2,7 +2,8 @@
 
 ``export(document_or_path, to=...)`` returns the source text of a module that defines
 ``CONSTANTS``, ``get_activation(name)``, the framework's scaled-uniform-orthogonal (Delta)
-initializer and ``per_location_normalization``; ``export_to_file`` writes it atomically.
+initializer and ``per_location_normalization`` (the framework's runtime module,
+``kernelshape/runtime/``, copied in); ``export_to_file`` writes it atomically.
 See ``docs/export.md``.
 """
 
@@ -13,19 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kernelshape.export.formula import BUILTINS, parse_formula
-from kernelshape.export.generate import TEMPLATES, framework_name, generate
+from kernelshape.export.generate import FRAMEWORKS, framework_name, generate
 
-FRAMEWORKS = tuple(TEMPLATES)
-
-__all__ = [
-    "BUILTINS",
-    "FRAMEWORKS",
-    "export",
-    "export_to_file",
-    "framework_name",
-    "parse_formula",
-]
+__all__ = ["FRAMEWORKS", "export", "export_to_file", "framework_name"]
 
 
 def _document(document_or_path: Any, verify: bool) -> dict[str, Any]:

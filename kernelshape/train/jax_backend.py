@@ -10,8 +10,9 @@ or Conv layer (Dense `W`: (fan_in, fan_out); Conv `W`: (*kernel, in, out), chann
 (`method="resnet-bn"`, chain plans only) adds `(scale, offset)` pairs and running statistics;
 it is a baseline model type derived from the plan's depth and widths, never something DKS shapes.
 
-Activations come from the exporter's formula trees (`kernelshape.export.formula`), evaluated
-with the exporter's JAX helper functions, so the trained activation is the exported one.
+Activations are the expression trees of `kernelshape.engine.expression`, evaluated with the
+JAX runtime (`kernelshape.runtime.jax`) that every exported JAX file contains, so the trained
+activation is the exported one.
 """
 
 from __future__ import annotations
@@ -41,67 +42,26 @@ def enable_float64(dtype: str | np.dtype) -> None:
 
 # --------------------------------------------------------------------------- activations
 
-def _helpers() -> dict[str, Callable[..., Array]]:
-    """The exporter's `_f_<name>` JAX helpers (its own static template, not user text)."""
-    from kernelshape.export import _jax
-
-    namespace: dict[str, Any] = {}
-    exec(compile(_jax.IMPORTS + _jax.HELPERS, "<kernelshape.export._jax>", "exec"), namespace)
-    return {k[3:]: v for k, v in namespace.items() if k.startswith("_f_")}
-
-
-_HELPERS: dict[str, Callable[..., Array]] | None = None
-
-
-def _evaluate(node: tuple[Any, ...], x: Array) -> Array:
-    kind = node[0]
-    if kind == "x":
-        return x
-    if kind == "num":
-        return node[1]
-    if kind == "neg":
-        return -_evaluate(node[1], x)
-    if kind == "bin":
-        a, b = _evaluate(node[2], x), _evaluate(node[3], x)
-        op = node[1]
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "/":
-            return a / b
-        return a**b
-    assert _HELPERS is not None
-    return _HELPERS[node[1]](*(_evaluate(a, x) for a in node[2]))
-
-
 def jax_activation(layer: Act, transform: dict[str, float] | None = None
                    ) -> Callable[[Array], Array]:
-    """`gamma * (phi(alpha x + beta) + delta)` in jax.numpy for a plan's Act layer.
+    """`gamma * (phi(alpha x + beta) + delta)` in jax.numpy for a plan's Act layer: the
+    activation's expression tree evaluated with the JAX runtime's ops (as the exported file).
 
     `transform`: the dks parameter dict of the layer's slot (None: untransformed).
     """
-    global _HELPERS
-    from kernelshape.engine.activations import activation
-    from kernelshape.export.formula import BUILTIN_ALIASES, BUILTINS, base_formula
+    from kernelshape.engine.builtins import base_expression
+    from kernelshape.engine.expression import evaluate, fold
+    from kernelshape.runtime import jax as runtime
 
-    if _HELPERS is None:
-        _HELPERS = _helpers()
     t = dict(transform or {})
     params = dict(layer.params)
-    if BUILTIN_ALIASES.get(layer.activation, layer.activation) in BUILTINS:
-        params = dict(activation(layer.activation, **params).params)   # the library defaults
-    node, _ = base_formula(layer.activation, params, t.get("negative_slope"))
-    a, b = t.get("input_scale", 1.0), t.get("input_shift", 0.0)
-    d, g = t.get("output_shift", 0.0), t.get("output_scale", 1.0)
-
-    def act(x: Array) -> Array:
-        y = _evaluate(node, a * x + b if (a, b) != (1.0, 0.0) else x)
-        return g * (y + d) if (d, g) != (0.0, 1.0) else y
-
-    return act
+    if t.get("negative_slope") is not None:
+        params["negative_slope"] = t["negative_slope"]
+    tree = fold(base_expression(layer.activation, params)[2])
+    constants = {"input_scale": t.get("input_scale", 1.0), "input_shift": t.get("input_shift", 0.0),
+                 "output_shift": t.get("output_shift", 0.0),
+                 "output_scale": t.get("output_scale", 1.0)}
+    return runtime.transformed(lambda x: evaluate(tree, x, runtime.OPS), constants)
 
 
 # --------------------------------------------------------------------------- the model

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kernelshape.runtime.numpy import per_location_normalization
 from kernelshape.train import numpy_backend as nb
-from kernelshape.train.data import Dataset, load_data, per_location_normalization, standardize
+from kernelshape.train.data import Dataset, load_data, standardize
 from kernelshape.train.optim import (
     Optimizer,
     apply_updates,

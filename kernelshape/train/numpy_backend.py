@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from kernelshape.runtime.numpy import scaled_uniform_orthogonal as suo
 from kernelshape.train.plan import Dense, Plan
 
 Params = list[tuple[np.ndarray, np.ndarray]]
@@ -56,20 +57,9 @@ class Model:
 
 # --------------------------------------------------------------------------- initializers
 
-def haar_orthogonal(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
-    """Haar-distributed (fan_in, fan_out) matrix with orthonormal rows or columns.
-
-    QR of a Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007).
-    """
-    n, m = max(fan_in, fan_out), min(fan_in, fan_out)
-    q, r = np.linalg.qr(rng.standard_normal((n, m)))
-    q = q * np.sign(np.diag(r))
-    return q if fan_in >= fan_out else q.T
-
-
 def scaled_uniform_orthogonal(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
-    """SUO init: Haar orthogonal times max(sqrt(fan_out / fan_in), 1), so q is preserved."""
-    return haar_orthogonal(rng, fan_in, fan_out) * max(np.sqrt(fan_out / fan_in), 1.0)
+    """SUO init (the numpy runtime's): Haar orthogonal times max(sqrt(fan_out / fan_in), 1)."""
+    return suo(rng, (fan_in, fan_out))
 
 
 def looks_linear(rng: np.random.Generator, shapes: Sequence[tuple[int, int]]) -> Params:

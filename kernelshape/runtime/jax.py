@@ -1,21 +1,25 @@
-"""Source templates for the JAX exporter."""
+"""JAX runtime: the expression ops, transformed activations, SUO / Delta initialization and
+Per-Location Normalization, as plain jax.numpy code (jit-able).
 
-TITLE = "JAX"
+Standalone (the framework and the standard library only): the exporter copies this code, below
+this docstring, into every generated file and then defines that file's ``CONSTANTS``,
+``FORMULAS`` and base functions ``_BASE``; the trainer imports it. ``OPS`` maps every op of
+``kernelshape.engine.ops`` to its function here.
+"""
 
-LAYOUT = """\
-Weight layout: dense kernels are [in, out] (y = x @ W, as flax.linen.Dense / haiku.Linear);
-convolution kernels are [*spatial, in, out] (HWIO, as flax.linen.Conv / haiku.Conv2D).
-Float64 needs jax.config.update("jax_enable_x64", True)."""
-
-IMPORTS = """\
 import math
 
 import jax
 import jax.numpy as jnp
 from jax.scipy import special as _jsp_special
-"""
 
-HELPERS = '''\
+#: activation name -> transform constants, formula text, base function phi (a generated
+#: file defines its own after this code)
+CONSTANTS = {}
+FORMULAS = {}
+_BASE = {}
+
+
 def _f_exp(x):
     return jnp.exp(x)
 
@@ -77,7 +81,7 @@ def _f_abs(x):
 
 
 def _f_sign(x):
-    # 1 at x = 0, as kernelshape.engine.activations
+    # 1 at x = 0 (kernelshape's convention)
     return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
@@ -111,9 +115,36 @@ def _f_leaky_relu(x, negative_slope):
 
 def _f_elu(x, alpha):
     return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
-'''
 
-API = '''\
+
+OPS = {
+    "exp": _f_exp,
+    "log": _f_log,
+    "log1p": _f_log1p,
+    "expm1": _f_expm1,
+    "sqrt": _f_sqrt,
+    "tanh": _f_tanh,
+    "sinh": _f_sinh,
+    "cosh": _f_cosh,
+    "sin": _f_sin,
+    "cos": _f_cos,
+    "atan": _f_atan,
+    "asinh": _f_asinh,
+    "erf": _f_erf,
+    "erfc": _f_erfc,
+    "abs": _f_abs,
+    "sign": _f_sign,
+    "step": _f_step,
+    "sigmoid": _f_sigmoid,
+    "softplus": _f_softplus,
+    "relu": _f_relu,
+    "max": _f_max,
+    "min": _f_min,
+    "leaky_relu": _f_leaky_relu,
+    "elu": _f_elu,
+}
+
+
 def _constants(name):
     try:
         return CONSTANTS[name]
@@ -123,24 +154,31 @@ def _constants(name):
         ) from None
 
 
-def activation_fn(name):
-    """The transformed activation ``name`` as a jit-able function of an array.
-
-    Computes output_scale * (phi(input_scale * x + input_shift) + output_shift).
-    """
-    c = _constants(name)
-    phi = _BASE[name]
-    a, b = c["input_scale"], c["input_shift"]
-    d, g = c["output_shift"], c["output_scale"]
+def transformed(phi, constants):
+    """``x -> output_scale * (phi(input_scale * x + input_shift) + output_shift)`` for the
+    transform ``constants`` (identity parts are skipped, so they cost nothing)."""
+    a, b = constants["input_scale"], constants["input_shift"]
+    d, g = constants["output_shift"], constants["output_scale"]
 
     def transformed_activation(x):
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.result_type(float))
-        return g * (phi(a * x + b) + d)
+        y = phi(a * x + b if (a, b) != (1.0, 0.0) else x)
+        return g * (y + d) if (d, g) != (0.0, 1.0) else y
 
-    transformed_activation.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
     return transformed_activation
+
+
+def activation_fn(name):
+    """The transformed activation ``name`` as a jit-able function of an array.
+
+    Computes output_scale * (phi(input_scale * x + input_shift) + output_shift).
+    """
+    constants = _constants(name)
+    fn = transformed(_BASE[name], constants)
+    fn.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
+    return fn
 
 
 def get_activation(name):
@@ -215,4 +253,3 @@ def per_location_normalization(x, homog_mode="one", homog_scale=1.0, has_batch_d
     ms = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
     x = x / jnp.sqrt(jnp.where(ms > 0, ms, 1))
     return jnp.moveaxis(x, -1, feature_axis)
-'''

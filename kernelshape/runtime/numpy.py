@@ -1,23 +1,29 @@
-"""Source templates for the numpy exporter."""
+"""NumPy runtime: the expression ops, transformed activations, SUO / Delta initialization
+and Per-Location Normalization, as plain numpy code.
 
-TITLE = "numpy"
+Standalone (the framework and the standard library only): the exporter copies this code, below
+this docstring, into every generated file and then defines that file's ``CONSTANTS``,
+``FORMULAS`` and base functions ``_BASE``; the trainer imports it. ``OPS`` maps every op of
+``kernelshape.engine.ops`` to its function here.
+"""
 
-LAYOUT = """\
-Weight layout: dense kernels are [in, out] (y = x @ W); convolution kernels are
-[*spatial, in, out] (HWIO, as in flax / haiku / lax.conv_general_dilated)."""
-
-IMPORTS = """\
 import math
 
 import numpy as np
 
 try:  # optional: scipy's erf/erfc are faster; the math-module fallback is as accurate
-    from scipy.special import erf as _scipy_erf, erfc as _scipy_erfc
+    from scipy.special import erf as _scipy_erf
+    from scipy.special import erfc as _scipy_erfc
 except ImportError:  # pragma: no cover
     _scipy_erf = _scipy_erfc = None
-"""
 
-HELPERS = '''\
+#: activation name -> transform constants, formula text, base function phi (a generated
+#: file defines its own after this code)
+CONSTANTS = {}
+FORMULAS = {}
+_BASE = {}
+
+
 def _float_dtype(x):
     return x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
 
@@ -92,7 +98,7 @@ def _f_abs(x):
 
 
 def _f_sign(x):
-    # 1 at x = 0, as kernelshape.engine.activations
+    # 1 at x = 0 (kernelshape's convention)
     return np.where(np.asarray(x) >= 0, 1, -1).astype(_float_dtype(np.asarray(x)))
 
 
@@ -130,9 +136,36 @@ def _f_leaky_relu(x, negative_slope):
 
 def _f_elu(x, alpha):
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
-'''
 
-API = '''\
+
+OPS = {
+    "exp": _f_exp,
+    "log": _f_log,
+    "log1p": _f_log1p,
+    "expm1": _f_expm1,
+    "sqrt": _f_sqrt,
+    "tanh": _f_tanh,
+    "sinh": _f_sinh,
+    "cosh": _f_cosh,
+    "sin": _f_sin,
+    "cos": _f_cos,
+    "atan": _f_atan,
+    "asinh": _f_asinh,
+    "erf": _f_erf,
+    "erfc": _f_erfc,
+    "abs": _f_abs,
+    "sign": _f_sign,
+    "step": _f_step,
+    "sigmoid": _f_sigmoid,
+    "softplus": _f_softplus,
+    "relu": _f_relu,
+    "max": _f_max,
+    "min": _f_min,
+    "leaky_relu": _f_leaky_relu,
+    "elu": _f_elu,
+}
+
+
 def _constants(name):
     try:
         return CONSTANTS[name]
@@ -142,22 +175,29 @@ def _constants(name):
         ) from None
 
 
+def transformed(phi, constants):
+    """``x -> output_scale * (phi(input_scale * x + input_shift) + output_shift)`` for the
+    transform ``constants`` (identity parts are skipped, so they cost nothing)."""
+    a, b = constants["input_scale"], constants["input_shift"]
+    d, g = constants["output_shift"], constants["output_scale"]
+
+    def transformed_activation(x):
+        x = np.asarray(x)
+        y = phi(a * x + b if (a, b) != (1.0, 0.0) else x)
+        return g * (y + d) if (d, g) != (0.0, 1.0) else y
+
+    return transformed_activation
+
+
 def activation_fn(name):
     """The transformed activation ``name`` as a function of an array (float32 or float64).
 
     Computes output_scale * (phi(input_scale * x + input_shift) + output_shift).
     """
-    c = _constants(name)
-    phi = _BASE[name]
-    a, b = c["input_scale"], c["input_shift"]
-    d, g = c["output_shift"], c["output_scale"]
-
-    def transformed_activation(x):
-        x = np.asarray(x)
-        return g * (phi(a * x + b) + d)
-
-    transformed_activation.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
-    return transformed_activation
+    constants = _constants(name)
+    fn = transformed(_BASE[name], constants)
+    fn.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
+    return fn
 
 
 def get_activation(name):
@@ -244,4 +284,3 @@ def per_location_normalization(x, homog_mode="one", homog_scale=1.0, has_batch_d
     ms = np.mean(np.square(x), axis=-1, keepdims=True)
     x = x / np.sqrt(np.where(ms > 0, ms, 1))
     return np.moveaxis(x, -1, feature_axis)
-'''

@@ -1,21 +1,24 @@
-"""Source templates for the PyTorch exporter."""
+"""PyTorch runtime: the expression ops, transformed activations (functions and nn.Module),
+SUO / Delta initialization and Per-Location Normalization.
 
-TITLE = "PyTorch"
+Standalone (the framework and the standard library only): the exporter copies this code, below
+this docstring, into every generated file and then defines that file's ``CONSTANTS``,
+``FORMULAS`` and base functions ``_BASE``; the trainer imports it. ``OPS`` maps every op of
+``kernelshape.engine.ops`` to its function here.
+"""
 
-LAYOUT = """\
-Weight layout: nn.Linear stores [out, in] and nn.Conv1d/2d/3d store [out, in, *spatial];
-scaled_uniform_orthogonal_ expects exactly these (transposed=True for nn.ConvTranspose*,
-which store [in, out, *spatial]). Images are NCHW: pass feature_axis=1 to
-per_location_normalization."""
-
-IMPORTS = """\
 import math
 
 import torch
 from torch import nn
-"""
 
-HELPERS = '''\
+#: activation name -> transform constants, formula text, base function phi (a generated
+#: file defines its own after this code)
+CONSTANTS = {}
+FORMULAS = {}
+_BASE = {}
+
+
 def _as_tensor_like(value, like):
     if torch.is_tensor(value):
         return value
@@ -83,7 +86,7 @@ def _f_abs(x):
 
 
 def _f_sign(x):
-    # 1 at x = 0, as kernelshape.engine.activations
+    # 1 at x = 0 (kernelshape's convention)
     return torch.where(x >= 0, 1, -1).to(x.dtype)
 
 
@@ -122,9 +125,36 @@ def _f_leaky_relu(x, negative_slope):
 
 def _f_elu(x, alpha):
     return torch.where(x > 0, x, alpha * torch.expm1(torch.clamp(x, max=0)))
-'''
 
-API = '''\
+
+OPS = {
+    "exp": _f_exp,
+    "log": _f_log,
+    "log1p": _f_log1p,
+    "expm1": _f_expm1,
+    "sqrt": _f_sqrt,
+    "tanh": _f_tanh,
+    "sinh": _f_sinh,
+    "cosh": _f_cosh,
+    "sin": _f_sin,
+    "cos": _f_cos,
+    "atan": _f_atan,
+    "asinh": _f_asinh,
+    "erf": _f_erf,
+    "erfc": _f_erfc,
+    "abs": _f_abs,
+    "sign": _f_sign,
+    "step": _f_step,
+    "sigmoid": _f_sigmoid,
+    "softplus": _f_softplus,
+    "max": _f_max,
+    "min": _f_min,
+    "relu": _f_relu,
+    "leaky_relu": _f_leaky_relu,
+    "elu": _f_elu,
+}
+
+
 def _constants(name):
     try:
         return CONSTANTS[name]
@@ -134,41 +164,48 @@ def _constants(name):
         ) from None
 
 
+def transformed(phi, constants):
+    """``x -> output_scale * (phi(input_scale * x + input_shift) + output_shift)`` for the
+    transform ``constants``, in the tensor's own dtype and device (identity parts skipped)."""
+    a, b = constants["input_scale"], constants["input_shift"]
+    d, g = constants["output_shift"], constants["output_scale"]
+
+    def transformed_activation(x):
+        y = phi(a * x + b if (a, b) != (1.0, 0.0) else x)
+        return g * (y + d) if (d, g) != (0.0, 1.0) else y
+
+    return transformed_activation
+
+
 def activation_fn(name):
     """The transformed activation ``name`` as a plain function of a tensor (function form).
 
     Computes output_scale * (phi(input_scale * x + input_shift) + output_shift) in the
     tensor's own dtype and device.
     """
-    c = _constants(name)
-    phi = _BASE[name]
-    a, b = c["input_scale"], c["input_shift"]
-    d, g = c["output_shift"], c["output_scale"]
-
-    def transformed_activation(x):
-        return g * (phi(a * x + b) + d)
-
-    transformed_activation.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
-    return transformed_activation
+    constants = _constants(name)
+    fn = transformed(_BASE[name], constants)
+    fn.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
+    return fn
 
 
 class TransformedActivation(nn.Module):
-    """nn.Module form of a transformed activation: ``TransformedActivation("tanh")``."""
+    """nn.Module form of a transformed activation: ``TransformedActivation("tanh")``.
 
-    def __init__(self, name):
+    ``phi`` and ``constants`` default to this file's entry for ``name``."""
+
+    def __init__(self, name, phi=None, constants=None):
         super().__init__()
-        c = _constants(name)
+        c = _constants(name) if constants is None else constants
         self.activation_name = name
         self.input_scale = c["input_scale"]
         self.input_shift = c["input_shift"]
         self.output_shift = c["output_shift"]
         self.output_scale = c["output_scale"]
-        self._phi = _BASE[name]
+        self._fn = transformed(_BASE[name] if phi is None else phi, c)
 
     def forward(self, x):
-        return self.output_scale * (
-            self._phi(self.input_scale * x + self.input_shift) + self.output_shift
-        )
+        return self._fn(x)
 
     def extra_repr(self):
         return (
@@ -278,4 +315,3 @@ def per_location_normalization(x, homog_mode="one", homog_scale=1.0, has_batch_d
     ms = torch.mean(torch.square(x), dim=-1, keepdim=True)
     x = x / torch.sqrt(torch.where(ms > 0, ms, torch.ones_like(ms)))
     return torch.movedim(x, -1, feature_axis)
-'''

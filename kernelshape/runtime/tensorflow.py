@@ -1,19 +1,23 @@
-"""Source templates for the TensorFlow / Keras exporter."""
+"""TensorFlow / Keras runtime: the expression ops, transformed activations (functions and
+Keras layers), the SUO / Delta initializer and Per-Location Normalization.
 
-TITLE = "TensorFlow / Keras"
+Standalone (the framework and the standard library only): the exporter copies this code, below
+this docstring, into every generated file and then defines that file's ``CONSTANTS``,
+``FORMULAS`` and base functions ``_BASE``; the trainer imports it. ``OPS`` maps every op of
+``kernelshape.engine.ops`` to its function here.
+"""
 
-LAYOUT = """\
-Weight layout: Keras Dense kernels are [in, out]; Conv1D/2D/3D kernels are
-[*spatial, in, out]; ScaledUniformOrthogonal() expects exactly these. Keras layers cast
-their inputs to the layer dtype (float32 by default): pass dtype="float64" for float64."""
-
-IMPORTS = """\
 import math
 
 import tensorflow as tf
-"""
 
-HELPERS = '''\
+#: activation name -> transform constants, formula text, base function phi (a generated
+#: file defines its own after this code)
+CONSTANTS = {}
+FORMULAS = {}
+_BASE = {}
+
+
 def _as_tensor_like(value, like):
     if isinstance(value, (tf.Tensor, tf.Variable)):
         return value
@@ -81,7 +85,7 @@ def _f_abs(x):
 
 
 def _f_sign(x):
-    # 1 at x = 0, as kernelshape.engine.activations
+    # 1 at x = 0 (kernelshape's convention)
     return tf.where(x >= 0, tf.ones_like(x), -tf.ones_like(x))
 
 
@@ -119,9 +123,36 @@ def _f_leaky_relu(x, negative_slope):
 
 def _f_elu(x, alpha):
     return tf.where(x > 0, x, alpha * tf.math.expm1(_f_min(x, 0.0)))
-'''
 
-API = '''\
+
+OPS = {
+    "exp": _f_exp,
+    "log": _f_log,
+    "log1p": _f_log1p,
+    "expm1": _f_expm1,
+    "sqrt": _f_sqrt,
+    "tanh": _f_tanh,
+    "sinh": _f_sinh,
+    "cosh": _f_cosh,
+    "sin": _f_sin,
+    "cos": _f_cos,
+    "atan": _f_atan,
+    "asinh": _f_asinh,
+    "erf": _f_erf,
+    "erfc": _f_erfc,
+    "abs": _f_abs,
+    "sign": _f_sign,
+    "step": _f_step,
+    "sigmoid": _f_sigmoid,
+    "softplus": _f_softplus,
+    "max": _f_max,
+    "min": _f_min,
+    "relu": _f_relu,
+    "leaky_relu": _f_leaky_relu,
+    "elu": _f_elu,
+}
+
+
 def _constants(name):
     try:
         return CONSTANTS[name]
@@ -131,25 +162,33 @@ def _constants(name):
         ) from None
 
 
+def transformed(phi, constants):
+    """``x -> output_scale * (phi(input_scale * x + input_shift) + output_shift)`` for the
+    transform ``constants`` (integer inputs are cast to Keras' float type; identity parts
+    skipped)."""
+    a, b = constants["input_scale"], constants["input_shift"]
+    d, g = constants["output_shift"], constants["output_scale"]
+
+    def transformed_activation(x):
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            x = tf.cast(x, tf.keras.backend.floatx())
+        y = phi(a * x + b if (a, b) != (1.0, 0.0) else x)
+        return g * (y + d) if (d, g) != (0.0, 1.0) else y
+
+    return transformed_activation
+
+
 def activation_fn(name):
     """The transformed activation ``name`` as a plain function of a tensor (function form).
 
     Usable as ``tf.keras.layers.Dense(n, activation=activation_fn("tanh"))``. Computes
     output_scale * (phi(input_scale * x + input_shift) + output_shift).
     """
-    c = _constants(name)
-    phi = _BASE[name]
-    a, b = c["input_scale"], c["input_shift"]
-    d, g = c["output_shift"], c["output_scale"]
-
-    def transformed_activation(x):
-        x = tf.convert_to_tensor(x)
-        if not x.dtype.is_floating:
-            x = tf.cast(x, tf.keras.backend.floatx())
-        return g * (phi(a * x + b) + d)
-
-    transformed_activation.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
-    return transformed_activation
+    constants = _constants(name)
+    fn = transformed(_BASE[name], constants)
+    fn.__doc__ = f"Transformed activation {name!r}: {FORMULAS[name]}"
+    return fn
 
 
 class TransformedActivation(tf.keras.layers.Layer):
@@ -270,4 +309,3 @@ def per_location_normalization(x, homog_mode="one", homog_scale=1.0, has_batch_d
     ms = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
     x = x / tf.sqrt(tf.where(ms > 0, ms, tf.ones_like(ms)))
     return _move_axis(x, -1, feature_axis)
-'''
