@@ -26,17 +26,21 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from kernelshape.engine.activations import activation  # noqa: E402
-from kernelshape.train import Plan, adam  # noqa: E402
-from kernelshape.train import numpy_backend as nb  # noqa: E402
+from kernelshape.topology import Network, nets  # noqa: E402
+from kernelshape.topology.apply import backward, forward, init_params  # noqa: E402
+from kernelshape.train import adam  # noqa: E402
+from kernelshape.train.numpy_backend import softmax_xent  # noqa: E402
 from kernelshape.train.optim import apply_updates  # noqa: E402
 
 
+def _mlp(depth: int, width: int) -> Network:
+    return nets.mlp(depth, width=width, activation="tanh", input_dim=width)
+
+
 def numpy_rate(depth: int, width: int, batch: int, dtype: str, steps: int) -> float:
-    plan = Plan.mlp(depth, width, "tanh")
-    acts = {f"act{i}": activation("tanh") for i in range(depth)}
-    model = nb.Model(plan, width, 10, acts, np.dtype(dtype))
-    params = nb.init_params(model, np.random.default_rng(0), "suo")
+    net = _mlp(depth, width)
+    acts = net.transformed_activations(None)
+    params = init_params(net, np.random.default_rng(0), "suo", dtype=dtype)
     opt = adam(1e-4)
     state = opt.init(params)
     rng = np.random.default_rng(1)
@@ -45,9 +49,9 @@ def numpy_rate(depth: int, width: int, batch: int, dtype: str, steps: int) -> fl
 
     def step() -> None:
         nonlocal params, state
-        logits, cache = nb.forward(model, params, x)
-        _, _, d, _ = nb.softmax_xent(logits, y)
-        grads, _ = nb.backward(model, params, cache, d)
+        fwd = forward(net, params, x, acts, dtype=dtype)
+        _, _, d, _ = softmax_xent(fwd.result, y)
+        grads, _ = backward(fwd, d, params)
         upd, state = opt.update(grads, state, params, None)
         params = apply_updates(params, upd)
 
@@ -88,20 +92,19 @@ def torch_rate(depth: int, width: int, batch: int, dtype: str, steps: int) -> fl
 
 
 def _jax_backend(depth: int, width: int, batch: int, dtype: str):  # noqa: ANN202
+    from kernelshape.train import TrainConfig
     from kernelshape.train.data import Dataset
     from kernelshape.train.jax_trainer import JaxBackend
+    from kernelshape.train.run import build_run
     from kernelshape.train.shaping import Shaping
 
     rng = np.random.default_rng(0)
     n = 16 * batch
     x, y = rng.standard_normal((n, width)), rng.integers(0, 10, n)
     data = Dataset("bench", x, y, x[:batch], y[:batch], 10)
-    plan = Plan.mlp(depth, width, "tanh")
-    config = {"backend": "jax", "plan": plan.to_dict(), "method": "none",
-              "shaping": Shaping("none", "lecun").to_dict(), "optimizer": "adam", "lr": 1e-4,
-              "optimizer_options": {}, "data": "bench", "steps": 0, "seed": 0,
-              "batch_size": batch, "dtype": dtype, "data_parallel": 0}
-    return JaxBackend(config, data)
+    config = TrainConfig(method="none", optimizer="adam", lr=1e-4, data="bench", steps=0,
+                         batch_size=batch, dtype=dtype, backend="jax")
+    return JaxBackend(build_run(config, _mlp(depth, width), Shaping("none", "lecun"), data))
 
 
 def _memory(compiled) -> int | None:  # noqa: ANN001
@@ -196,19 +199,18 @@ def numpy_peak_bytes(depth: int, width: int, batch: int, dtype: str) -> int:
     """tracemalloc peak of one NumPy-backend Adam step (numpy reports its buffers to it)."""
     import tracemalloc
 
-    plan = Plan.mlp(depth, width, "tanh")
-    acts = {f"act{i}": activation("tanh") for i in range(depth)}
-    model = nb.Model(plan, width, 10, acts, np.dtype(dtype))
-    params = nb.init_params(model, np.random.default_rng(0), "suo")
+    net = _mlp(depth, width)
+    acts = net.transformed_activations(None)
+    params = init_params(net, np.random.default_rng(0), "suo", dtype=dtype)
     opt = adam(1e-4)
     state = opt.init(params)
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((batch, width)).astype(dtype), rng.integers(0, 10, batch)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    logits, cache = nb.forward(model, params, x)
-    _, _, d, _ = nb.softmax_xent(logits, y)
-    grads, _ = nb.backward(model, params, cache, d)
+    fwd = forward(net, params, x, acts, dtype=dtype)
+    _, _, d, _ = softmax_xent(fwd.result, y)
+    grads, _ = backward(fwd, d, params)
     upd, state = opt.update(grads, state, params, None)
     apply_updates(params, upd)
     peak = tracemalloc.get_traced_memory()[1] - base

@@ -19,13 +19,15 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from kernelshape.engine.activations import activation
+from kernelshape.engine.maps import local_summary
+from kernelshape.engine.transform import TRANSFORM_KEYS, Transform
 
 FORMAT = "kernelshape.constants"
 FORMAT_VERSION = "1.0"
-METHODS = ("dks", "tat", "eoc", "none")
 CONDITIONS = ("q_value", "q_slope", "c_value_0", "c_slope_0", "c_slope_1", "c_curv_1")
-TRANSFORM_KEYS = ("input_scale", "input_shift", "output_shift", "output_scale")
 DEFAULT_TOLERANCE = 1e-9
 DEFAULT_CHECK_TOLERANCE = 1e-9
 
@@ -35,6 +37,8 @@ __all__ = [
     "CONDITIONS",
     "FORMAT",
     "FORMAT_VERSION",
+    "atomic_write",
+    "atomic_write_text",
     "build_document",
     "load_constants",
     "network_hash",
@@ -329,11 +333,11 @@ def _activation_entry(name: str, entry: Any) -> dict[str, Any]:
         "activation": str(entry.get("activation", name)),
         "params": _jsonable(dict(entry.get("params", {})), path + ("params",)),
     }
-    defaults = {"input_scale": 1.0, "input_shift": 0.0, "output_shift": 0.0, "output_scale": 1.0}
+    identity = Transform().as_dict()
     for key in TRANSFORM_KEYS:
-        out[key] = _number(entry.get(key, defaults[key]), path + (key,))
-    if entry.get("negative_slope") is not None:
-        out["negative_slope"] = _number(entry["negative_slope"], path + ("negative_slope",))
+        value = entry.get(key, identity.get(key))
+        if value is not None:
+            out[key] = _number(value, path + (key,))
     unknown = set(entry) - set(out) - {"negative_slope"}
     if unknown:
         raise ValueError(f"{_where(path)}: unknown keys {sorted(unknown)}")
@@ -444,16 +448,20 @@ def save_document(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     return atomic_write_text(path, text)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same directory."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
+                 binary: bool = False) -> Path:
+    """Write ``path`` all or nothing: ``write(handle)`` fills a temporary file in the same
+    directory, which is fsynced and renamed over ``path`` (usual file mode); on any failure
+    or interrupt the previous file is left untouched and no temporary file remains."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise ValueError(f"cannot write {target}: directory {directory} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else
+                                                       {"encoding": "utf-8"})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)
@@ -467,6 +475,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
             pass
         raise
     return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: handle.write(text))
 
 
 def _reject_constant(token: str) -> float:
@@ -518,22 +531,13 @@ def load_constants(path: str | os.PathLike[str], verify: bool = True) -> dict[st
 
 
 def _default_evaluate(name: str, entry: Mapping[str, Any]) -> Mapping[str, float]:
-    try:
-        from kernelshape.engine.activations import Transform, activation
-        from kernelshape.engine.maps import local_summary
-    except ImportError as exc:  # pragma: no cover - only before the map engine exists
-        raise RuntimeError(
-            f"cannot verify constants: the map engine is not available ({exc})"
-        ) from exc
     act = activation(entry["activation"], **entry["params"])
-    transform = Transform(
-        input_scale=entry["input_scale"],
-        input_shift=entry["input_shift"],
-        output_shift=entry["output_shift"],
-        output_scale=entry["output_scale"],
-        negative_slope=entry.get("negative_slope"),
-    )
-    return local_summary(act.transformed(transform))
+    return local_summary(act.transformed(entry_transform(entry)))
+
+
+def entry_transform(entry: Mapping[str, Any]) -> Transform:
+    """The ``Transform`` of a document's activation entry."""
+    return Transform(**{k: entry[k] for k in TRANSFORM_KEYS if entry.get(k) is not None})
 
 
 def verify_document(

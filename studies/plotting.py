@@ -40,7 +40,7 @@ def plot_study(out: str, cfg: dict[str, Any]) -> list[str]:
         if doc.get("skipped"):
             continue
         c = doc["cell"]
-        key = (c["data"], c["network"]["preset"], c["depth"], c["optimizer"])
+        key = (c["data"], c["spec"].partition(":")[0], c["depth"], c["optimizer"])
         groups.setdefault(key, []).append(doc)
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     paths = []

@@ -25,9 +25,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-INPUT = {"mnist1d": (40, (40, 1)), "digits": (64, (8, 8, 1)), "mnist5k": (784, (28, 28, 1)),
-         "teacher": (None, None)}
-
+from kernelshape.constants import atomic_write  # noqa: E402
+from kernelshape.topology.spec import split_options, with_option  # noqa: E402
+from kernelshape.train.data import example_shape  # noqa: E402
 
 # --------------------------------------------------------------------------- config
 
@@ -42,7 +42,7 @@ def load_config(path: str, quick: bool = False) -> dict[str, Any]:
         cfg["seeds"] = q.get("seeds", [cfg.get("sweep_seed", 0)])
         cfg["data"] = q.get("data", cfg["data"])
         for net in cfg["networks"]:
-            net["depth"] = q.get("depth", 6)
+            net["spec"] = with_option(net["spec"], "depth", q.get("depth", 6))
         n = q.get("lrs", 1)
         for opt in cfg["optimizers"].values():
             lrs = opt["lrs"]
@@ -53,18 +53,21 @@ def load_config(path: str, quick: bool = False) -> dict[str, Any]:
 
 
 def network_spec(net: dict[str, Any], activation: str, data: str) -> str:
-    """The SPEC string of one network of the config for one activation and dataset."""
-    dim, shape = INPUT.get(data, (None, None))
-    if net["preset"] == "mlp":
-        extra = f",input_dim={dim}" if dim else ""
-        return f"mlp:depth={net['depth']},width={net['width']},activation={activation}{extra}"
-    if net["preset"] == "convnet":
-        if shape is None:
-            raise ValueError(f"no input shape known for convnets on {data!r}")
-        return (f"convnet:depth={net['depth']},channels={net['channels']},"
-                f"kernel_size={net.get('kernel_size', 3)},activation={activation},"
-                f"input_shape={'x'.join(map(str, shape))}")
-    raise ValueError(f"unknown network preset {net['preset']!r}")
+    """The SPEC of one network of the config for one activation and dataset: the config's
+    SPEC with the activation and the dataset's input size (mlp: ``input_dim``, others:
+    ``input_shape``, one example's shape channels last)."""
+    spec = with_option(net["spec"], "activation", activation)
+    shape = example_shape(data)
+    if spec.partition(":")[0] == "mlp":
+        return with_option(spec, "input_dim", int(np.prod(shape)))
+    return with_option(spec, "input_shape", "x".join(map(str, shape)))
+
+
+def preset_and_depth(spec: str) -> tuple[str, int]:
+    """(preset name, depth option) of a SPEC (cell ids are named by them)."""
+    name, _, rest = spec.partition(":")
+    options = dict(item.partition("=")[::2] for item in split_options(rest))
+    return name, int(options["depth"])
 
 
 def cells(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -85,12 +88,12 @@ def cells(cfg: dict[str, Any]) -> list[dict[str, Any]]:
                             if act not in arm.get("activations", [act]):
                                 continue
                             act_used = act
-                        name = (f"{data}__{net['preset']}{net['depth']}__{act_used}__"
-                                f"{arm['name']}__{opt}")
+                        preset, depth = preset_and_depth(net["spec"])
+                        name = f"{data}__{preset}{depth}__{act_used}__{arm['name']}__{opt}"
                         out.append({"id": name, "data": data, "network": net,
                                     "spec": network_spec(net, act_used, data),
                                     "activation": act_used, "arm": arm, "optimizer": opt,
-                                    "depth": net["depth"]})
+                                    "depth": depth})
     skip = set(cfg.get("skip", []))           # "arm/optimizer" cells left out of the design
     out = [c for c in out if f"{c['arm']['name']}/{c['optimizer']}" not in skip]
     prio = cfg.get("priority", [])
@@ -110,7 +113,7 @@ def select(cell_list: list[dict[str, Any]], only: list[str]) -> list[dict[str, A
             if key == "arm":
                 return c["arm"]["name"]
             if key == "preset":
-                return c["network"]["preset"]
+                return preset_and_depth(c["network"]["spec"])[0]
             return str(c[key])
         cell_list = [c for c in cell_list if get(c) in value.split("|")]
     return cell_list
@@ -125,9 +128,9 @@ def _dataset(name: str) -> Any:
 
 
 @cache
-def _constants(spec: str, method: str, options: str) -> Any:
-    from kernelshape.train.topology_bridge import parse_network, solve_document
-    return solve_document(parse_network(spec), method, json.loads(options))
+def _solution(spec: str, method: str, options: str) -> Any:
+    from kernelshape.solve import shape
+    return shape(spec, method, **json.loads(options))
 
 
 def smoothed(losses: list[float], window: int) -> np.ndarray:
@@ -166,13 +169,13 @@ def run_one(cfg: dict[str, Any], cell: dict[str, Any], lr: float, seed: int) -> 
     optimizer = cfg["optimizers"][opt].get("optimizer", opt)   # e.g. "kfac-nc0.01" -> kfac
     rec: dict[str, Any] = {"cell": cell["id"], "lr": lr, "seed": seed, "steps": cfg["steps"]}
     try:
-        constants = None
+        solution = None
         if method in ("dks", "tat", "eoc"):   # an infeasible solve is recorded like a failed run
-            constants = _constants(cell["spec"], method,
-                                   json.dumps(arm.get("method_options", {}), sort_keys=True))
+            solution = _solution(cell["spec"], method,
+                                 json.dumps(arm.get("method_options", {}), sort_keys=True))
         t_solved = time.perf_counter()
         r = train(cell["spec"], method=method, optimizer=optimizer, data=_dataset(cell["data"]),
-                  steps=cfg["steps"], seed=seed, out=None, constants=constants, lr=lr,
+                  steps=cfg["steps"], seed=seed, out=None, solution=solution, lr=lr,
                   batch_size=cfg["batch_size"], dtype=cfg["dtype"], backend=cfg["backend"],
                   optimizer_options=options, progress=False, log_every=max(cfg["steps"], 1),
                   callback=callback)
@@ -230,10 +233,7 @@ def run_cell(cfg: dict[str, Any], cell: dict[str, Any], out: str) -> str:
 
 def _write(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(obj, f))
 
 
 def _worker(args: tuple[dict[str, Any], dict[str, Any], str]) -> str:

@@ -15,10 +15,18 @@ pytest.importorskip("optax", reason="the own K-FAC needs the optional extra kern
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from kernelshape.train.jax_optim import conv_patches, kfac_init, kfac_update  # noqa: E402
+from kernelshape.topology import Conv  # noqa: E402
+from kernelshape.topology.apply import conv_patches as layer_patches  # noqa: E402
+from kernelshape.train.jax_optim import kfac_init, kfac_update  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)   # exactness checks in float64 (as test_train_jax)
 DAMPING = 1e-2
+
+
+def conv_patches(x: jnp.ndarray, kernel: tuple[int, ...], stride: tuple[int, ...] | int
+                 ) -> jnp.ndarray:
+    """The Conv layer's 'SAME' patches of x (jax.numpy), for a kernel and stride."""
+    return layer_patches(x, Conv(1, tuple(kernel), stride), jnp)
 
 
 def _conv(x: jnp.ndarray, w: jnp.ndarray, stride: tuple[int, ...]) -> jnp.ndarray:

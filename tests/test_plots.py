@@ -6,7 +6,6 @@ module under test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import struct
@@ -15,7 +14,8 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from kernelshape.plots import FIGURES, run_cli
+from kernelshape.cli import main
+from kernelshape.plots import FIGURES
 
 SIZES = {  # pixels (width, height): figsize x 100 dpi
     "cmap-degeneration": (1600, 900),
@@ -29,8 +29,12 @@ SIZES = {  # pixels (width, height): figsize x 100 dpi
 
 
 def _args(name, output, *extra):
-    return argparse.Namespace(command="plot", name=name, output=output, extra=list(extra),
-                              json=False, emit_json=None)
+    return [name, "-o", output, *extra]
+
+
+def run_cli(argv: list[str]) -> int:
+    """``kernelshape plot ...`` in-process."""
+    return main(["plot", *argv])
 
 
 def png_size(path) -> tuple[int, int]:
@@ -75,7 +79,8 @@ def test_figure_command_writes_nonblank_png(name, tmp_path, capsys):
 
 
 def test_degeneration_figure_as_the_demo_draws_it(tmp_path):
-    """`kernelshape demo` calls run_cli('cmap-degeneration', extra=[]): the full figure."""
+    """`kernelshape demo` draws 'cmap-degeneration' with the default options: the full
+    figure."""
     path = tmp_path / "cmap_degeneration.png"
     assert run_cli(_args("cmap-degeneration", str(path))) == 0
     assert_nonblank_png(path, SIZES["cmap-degeneration"])
@@ -133,8 +138,6 @@ def test_output_is_a_directory(tmp_path, capsys):
 
 
 def test_kernelshape_plot_command_dispatches(tmp_path, capsys):
-    from kernelshape.cli import main
-
     path = tmp_path / "p.png"
     assert main(["plot", "c-propagation", "-o", str(path), "--quick"]) == 0
     assert_nonblank_png(path, SIZES["c-propagation"])

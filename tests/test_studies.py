@@ -40,7 +40,7 @@ def test_the_configs_together_cover_the_issue_design():
             grid.append({**c, "optimizer": cfg["optimizers"][c["optimizer"]].get(
                 "optimizer", c["optimizer"])})
     assert {c["data"] for c in grid} == {"mnist1d", "mnist5k", "digits"}
-    assert {(c["network"]["preset"], c["depth"]) for c in grid} >= {("mlp", 50), ("mlp", 100),
+    assert {study.preset_and_depth(c["spec"]) for c in grid} >= {("mlp", 50), ("mlp", 100),
                                                                      ("convnet", 30)}
     assert {c["activation"] for c in grid} >= {"tanh", "softplus", "leaky_relu", "relu"}
     assert {c["arm"]["method"] for c in grid} == {"dks", "tat", "eoc", "ll", "none", "resnet-bn"}

@@ -21,6 +21,7 @@ from kernelshape.topology import (
     Gate,
     GlobalAvgPool,
     Heads,
+    Identity,
     LayerNorm,
     MaxPool,
     Network,
@@ -340,8 +341,27 @@ def test_unnormalized_sum():
     assert net.nodes[-1].layer.weights == pytest.approx((2**-0.5, 2**-0.5))
 
 
+def test_batchnorm_networks_are_trainer_only():
+    """BatchNorm is described (the trainer's baseline) but has no kernel map: every kernel
+    method and the solver refuse, naming the layer and what to use instead."""
+    net = network(Serial(Conv(4, 3), BatchNorm(name="bn"), Nonlinearity("relu"), Conv(4, 3)),
+                  (8, 8, 3))
+    assert net.kernel_refusal is not None
+    for call in (lambda: net.cmap(0.5), lambda: net.max_slope(1.1),
+                 lambda: net.kernel_states(0.5), lambda: net.subnet_max(0.0, lambda y: y)):
+        with _raises(r"layer 'bn' .*BatchNorm .*use LayerNorm.*cannot be shaped"):
+            call()
+    from kernelshape.solve import shape
+
+    with _raises(r"layer 'bn' .*BatchNorm"):
+        shape(net, "none")
+    # plain sums are allowed in a trainer-only network (the BN ResNet's x + f(x))
+    plain = network(Serial(Dense(4), BatchNorm(), Nonlinearity("relu"),
+                           Sum(Dense(4), Identity(), weights=(1.0, 1.0))), (4,))
+    assert plain.nodes[-1].layer.weights == (1.0, 1.0)
+
+
 @pytest.mark.parametrize("layer,match", [
-    (BatchNorm(name="bn"), r"layer 'bn' .*BatchNorm .*use LayerNorm"),
     (MaxPool(name="pool"), r"layer 'pool' .*max-pooling .*strided Conv"),
     (Gate(name="glu"), r"layer 'glu' .*multiplicative .*normalized Sum"),
     (SelfAttention(name="attn"), r"layer 'attn' .*attention"),
@@ -459,9 +479,9 @@ def test_json_cycle_and_graph_errors():
     with _raises(r"node 'out' \(Dense\) has unknown fields \['units'\]; allowed: \['width'\]"):
         Network.from_dict(_graph([INPUT_NODE, {"id": "out", "type": "Dense", "units": 3,
                                                "parents": ["input"]}]))
-    with _raises(r"layer 'bn' .*BatchNorm"):
-        Network.from_dict(_graph([INPUT_NODE, {"id": "bn", "type": "BatchNorm",
-                                               "parents": ["input"]}, _dense("out", ["bn"])]))
+    bn = Network.from_dict(_graph([INPUT_NODE, {"id": "bn", "type": "BatchNorm",
+                                                "parents": ["input"]}, _dense("out", ["bn"])]))
+    assert "layer 'bn'" in bn.kernel_refusal
     with _raises(r"sum of squares"):
         Network.from_dict(_graph([INPUT_NODE, _dense("a", ["input"]), _dense("b", ["input"]),
                                   {"id": "out", "type": "WeightedSum", "parents": ["a", "b"],

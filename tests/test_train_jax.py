@@ -20,21 +20,33 @@ import jax.numpy as jnp  # noqa: E402
 
 from kernelshape.constants import build_document  # noqa: E402
 from kernelshape.engine.activations import Transform, activation  # noqa: E402
-from kernelshape.train import Act, Dense, Plan, resume, train  # noqa: E402
+from kernelshape.topology import Dense, Network, Nonlinearity, Serial, nets, network  # noqa: E402
+from kernelshape.topology.apply import backward, forward, init_params  # noqa: E402
 from kernelshape.train import jax_backend as jb  # noqa: E402
-from kernelshape.train import numpy_backend as nb  # noqa: E402
+from kernelshape.train import resume, train  # noqa: E402
 from kernelshape.train.data import Dataset, teacher  # noqa: E402
 from kernelshape.train.jax_optim import kfac_jax_available  # noqa: E402
+from kernelshape.train.numpy_backend import softmax_xent  # noqa: E402
 
 jb.enable_float64("float64")   # parity checks run in float64; float32 runs stay float32
 SLOPE = 0.5
 
 
-def tat_doc(plan: Plan, slope: float = SLOPE) -> dict:
+def mlp(depth: int, width: int, act: str, input_dim: int = 32) -> Network:
+    return nets.mlp(depth, width=width, activation=act, input_dim=input_dim)
+
+
+def convnet(depth: int, channels: int, act: str, input_shape: tuple[int, ...],
+            num_classes: int = 4) -> Network:
+    return nets.convnet(depth, channels=channels, activation=act, input_shape=input_shape,
+                        num_classes=num_classes)
+
+
+def tat_doc(net: Network, slope: float = SLOPE) -> dict:
     t = {"input_scale": 1.0, "input_shift": 0.0, "output_shift": 0.0,
          "output_scale": float(np.sqrt(2 / (1 + slope**2))), "negative_slope": slope}
     return build_document("tat", {"eta": 0.9}, {"leaky_relu": t}, {"leaky_relu": {}},
-                          {"leaky_relu": {}}, network={"description": plan.description})
+                          {"leaky_relu": {}}, network=net)
 
 
 def waves(n_train: int = 768, n_test: int = 256, length: int = 16, seed: int = 0) -> Dataset:
@@ -57,89 +69,113 @@ def test_activations_match_the_library() -> None:
         t = {"input_scale": 1.3, "input_shift": 0.2, "output_shift": -0.1,
              "output_scale": 1.1}
         ref = activation(name, **params).transformed(Transform(**t))
-        got = jb.jax_activation(Act("a", name, tuple(params.items())), t)(jnp.asarray(x))
+        got = jb.jax_activation(ref)(jnp.asarray(x))
         np.testing.assert_allclose(np.asarray(got), ref(x), rtol=1e-12, atol=1e-12,
                                    err_msg=name)
 
 
 def test_jax_gradients_match_numpy_backend() -> None:
-    t = {"tanh": {"input_scale": 1.3, "input_shift": 0.2, "output_shift": -0.1,
-                  "output_scale": 1.1},
-         "softplus": {"input_scale": 0.7, "input_shift": -0.4, "output_shift": 0.3,
-                      "output_scale": 1.5},
-         "leaky_relu": {"negative_slope": 0.3, "output_scale": 1.2}}
+    """The JAX rules and the NumPy rules (topology.apply) of the same network: same loss and
+    gradients (float64) with the same initial weights."""
+    t = {"tanh": Transform(1.3, 0.2, -0.1, 1.1), "softplus": Transform(0.7, -0.4, 0.3, 1.5),
+         "leaky_relu": Transform(negative_slope=0.3, output_scale=1.2)}
     layers = []
     for i, name in enumerate(["tanh", "softplus", "gelu", "leaky_relu"]):
-        layers += [Dense(f"dense{i}", 7), Act(f"act{i}", name)]
-    plan = Plan((*layers, Dense("readout", None)), {"test": True})
-    np_acts = {l.name: (activation(l.activation).transformed(Transform(**t[l.activation]))
-                        if l.activation in t else activation(l.activation))
-               for l in plan.layers if isinstance(l, Act)}
-    np_model = nb.Model(plan, 5, 3, np_acts, np.dtype(np.float64))
-    params = nb.init_params(np_model, np.random.default_rng(1), "eoc", 1.5, 0.1)
+        layers += [Dense(7, name=f"dense{i}"), Nonlinearity(name, name=f"act{i}")]
+    net = network(Serial(*layers, Dense(3, name="readout")), (5,))
+    acts = net.transformed_activations(t)
+    params = init_params(net, np.random.default_rng(1), "eoc", 1.5, 0.1)
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((11, 5)), rng.integers(0, 3, 11)
-    logits, cache = nb.forward(np_model, params, x)
-    loss, _, d, _ = nb.softmax_xent(logits, y)
-    grads, _ = nb.backward(np_model, params, cache, d)
+    fwd = forward(net, params, x, acts)
+    loss, _, d, _ = softmax_xent(fwd.result, y)
+    grads, _ = backward(fwd, d, params)
 
-    j_acts = {l.name: jb.jax_activation(l, t.get(l.activation))
-              for l in plan.layers if isinstance(l, Act)}
-    model = jb.Model(plan, (5,), 3, j_acts, np.dtype(np.float64))
+    model = jb.Model(net, {k: jb.jax_activation(a) for k, a in acts.items()},
+                     np.dtype(np.float64))
     jparams = jax.tree_util.tree_map(jnp.asarray, params)
     (jloss, _), jgrads = jax.value_and_grad(jb.loss_fn, argnums=1, has_aux=True)(
-        model, jparams, (), jnp.asarray(x), jnp.asarray(y))
+        model, jparams, {}, jnp.asarray(x), jnp.asarray(y))
     assert float(jloss) == pytest.approx(loss, rel=1e-12)
     for (gw, gb), (jw, jbias) in zip(grads, jgrads, strict=True):
         np.testing.assert_allclose(np.asarray(jw), gw, rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(np.asarray(jbias), gb, rtol=1e-10, atol=1e-13)
 
 
+def test_every_layer_rule_agrees_with_the_numpy_rule() -> None:
+    """Forward outputs of every node of a DAG with every layer class (Dense, Conv, strided
+    Conv, LayerNorm, BatchNorm, sums, concatenation, pooling, flatten): JAX == NumPy."""
+    from kernelshape.topology import (
+        BatchNorm,
+        Concat,
+        Conv,
+        Flatten,
+        GlobalAvgPool,
+        Identity,
+        LayerNorm,
+        Sum,
+    )
+    from kernelshape.topology.apply import init_state
+
+    body = Serial(Conv(6, 3, name="c0"), BatchNorm(name="bn"), Nonlinearity("tanh"),
+                  Concat(Conv(3, 3, 2, name="p"), Conv(5, 1, 2, name="q"), name="cat"),
+                  LayerNorm(name="ln"), Nonlinearity("softplus"),
+                  Sum(Conv(8, 3), Identity(), weights=(1.0, 1.0), name="plain"),
+                  Flatten(name="flat"), Dense(6), Nonlinearity("tanh"), Dense(3))
+    net = network(body, (8, 2))
+    pooled = network(Serial(Conv(4, 3), Nonlinearity("tanh"), GlobalAvgPool(), Dense(3)),
+                     (5, 5, 2))
+    rng = np.random.default_rng(0)
+    for n in (net, pooled):
+        acts = n.transformed_activations(None)
+        params = [tuple(rng.standard_normal(a.shape) for a in p)
+                  for p in init_params(n, rng, "lecun")]
+        x = rng.standard_normal((4, *n.input_shape))
+        ref = forward(n, params, x, acts, state=init_state(n)).outputs
+        model = jb.Model(n, {k: jb.jax_activation(a) for k, a in acts.items()},
+                         np.dtype(np.float64))
+        _, _, outs = jb.forward(model, jax.tree_util.tree_map(jnp.asarray, params),
+                                jnp.asarray(x), jb.init_model_state(model), collect=True)
+        for node, o in zip(n.nodes[1:], outs, strict=True):
+            np.testing.assert_allclose(np.asarray(o), ref[node.id], rtol=1e-10, atol=1e-12,
+                                       err_msg=node.id)
+
+
 def test_shaped_mlp_learns_and_matches_numpy_run() -> None:
-    plan = Plan.mlp(16, 32, "leaky_relu")
-    kw = dict(method="tat", constants=tat_doc(plan), data=teacher(1024, 256), steps=80,
+    net = mlp(16, 32, "leaky_relu")
+    kw = dict(method="tat", constants=tat_doc(net), data=teacher(1024, 256), steps=80,
               batch_size=64, log_every=10, progress=False, optimizer="adam")
-    rj = train(plan, backend="jax", **kw)
+    rj = train(net, backend="jax", **kw)
     first, last = rj.history[0]["loss"], rj.history[-1]["loss"]
     assert rj.status == "completed" and last < first / 2, (first, last)
-    rn = train(plan, backend="numpy", **kw)      # same init, data order and update rule
+    rn = train(net, backend="numpy", **kw)      # same init, data order and update rule
     np.testing.assert_allclose([h["loss"] for h in rj.history],
                                [h["loss"] for h in rn.history], rtol=1e-8)
-    r32 = train(plan, backend="jax", dtype="float32", **{**kw, "steps": 5})
+    r32 = train(net, backend="jax", dtype="float32", **{**kw, "steps": 5})
     assert all(w.dtype == np.float32 for w, _ in r32.params)
 
 
 def test_shaped_convnet_learns_and_resnet_bn_baseline_runs() -> None:
-    plan = Plan.convnet(8, 16, "leaky_relu", input_shape=(16, 1))
+    net = convnet(8, 16, "leaky_relu", input_shape=(16, 1))
     kw = dict(data=waves(), steps=60, batch_size=64, log_every=10, progress=False,
               optimizer="adam", lr=3e-3, backend="jax", dtype="float32")
-    r = train(plan, method="tat", constants=tat_doc(plan), **kw)
+    r = train(net, method="tat", constants=tat_doc(net), **kw)
     first, last = r.history[0]["loss"], r.history[-1]["loss"]
     assert r.status == "completed" and last < first / 2, (first, last)
     w0 = r.params[0][0]
     assert w0.shape == (3, 2, 16)      # (kernel, in = 1 channel + PLN coordinate, out)
-    bn = train(plan, method="resnet-bn", **kw)
+    bn = train(net, method="resnet-bn", **kw)
     assert bn.status == "completed" and bn.history[-1]["loss"] < bn.history[0]["loss"]
-    assert len(bn.params["bn"]) == 8 and np.isfinite(bn.test_loss)
+    assert len(bn.params) == 9 + 8 and np.isfinite(bn.test_loss)   # 9 linear, 8 BatchNorm
 
 
 def test_delta_init_is_suo_on_the_centre_tap() -> None:
-    plan = Plan.convnet(2, 6, "tanh", input_shape=(5, 5, 3))
-    model = jb.Model(plan, (5, 5, 4), 10, {"act0": jnp.tanh, "act1": jnp.tanh},
-                     np.dtype(np.float64))
-    params = jb.init_params(model, np.random.default_rng(0), "suo")
+    net = convnet(2, 6, "tanh", input_shape=(5, 5, 4), num_classes=10)
+    params = init_params(net, np.random.default_rng(0), "suo")
     w = params[0][0]
     assert w.shape == (3, 3, 4, 6) and np.count_nonzero(w[[0, 2]]) == 0
     centre = w[1, 1]
     np.testing.assert_allclose(centre @ centre.T, (6 / 4) * np.eye(4), atol=1e-12)
-
-
-def test_numpy_backend_refuses_convnets_and_batchnorm() -> None:
-    plan = Plan.convnet(2, 4, "tanh", input_shape=(16, 1))
-    with pytest.raises(ValueError, match="backend='jax'"):
-        train(plan, method="none", data=waves(64, 32), steps=1, batch_size=16)
-    with pytest.raises(ValueError, match="backend='jax'"):
-        train(Plan.mlp(2, 4, "tanh"), method="resnet-bn", data=teacher(64, 32), steps=1)
 
 
 @pytest.mark.parametrize("optimizer, options", [
@@ -147,18 +183,18 @@ def test_numpy_backend_refuses_convnets_and_batchnorm() -> None:
     ("kfac", {"implementation": "own"}),
 ])
 def test_resume_is_bit_identical(tmp_path, optimizer: str, options: dict) -> None:
-    plan = Plan.mlp(6, 16, "leaky_relu")
-    kw = dict(method="tat", constants=tat_doc(plan), optimizer=optimizer, backend="jax",
+    net = mlp(6, 16, "leaky_relu")
+    kw = dict(method="tat", constants=tat_doc(net), optimizer=optimizer, backend="jax",
               optimizer_options=options, data=teacher(256, 64), steps=16, batch_size=32,
               checkpoint_every=4, log_every=1, progress=False)
-    full = train(plan, out=tmp_path / "full", **kw)
+    full = train(net, out=tmp_path / "full", **kw)
 
     def interrupt(step: int, record: dict) -> None:
         if step == 9:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(plan, out=tmp_path / "cut", callback=interrupt, **kw)
+        train(net, out=tmp_path / "cut", callback=interrupt, **kw)
     assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["step"] == 9
     resumed = resume(tmp_path / "cut", data=kw["data"])
     for (w1, b1), (w2, b2) in zip(full.params, resumed.params, strict=True):
@@ -172,8 +208,8 @@ def test_resume_is_bit_identical(tmp_path, optimizer: str, options: dict) -> Non
 
 
 def test_own_kfac_learns() -> None:
-    plan = Plan.mlp(10, 32, "leaky_relu")
-    r = train(plan, method="tat", constants=tat_doc(plan), optimizer="kfac", backend="jax",
+    net = mlp(10, 32, "leaky_relu")
+    r = train(net, method="tat", constants=tat_doc(net), optimizer="kfac", backend="jax",
               optimizer_options={"implementation": "own"}, data=teacher(1024, 256), steps=60,
               batch_size=64, log_every=10, progress=False)
     assert r.status == "completed" and r.history[-1]["loss"] < r.history[0]["loss"] / 2
@@ -183,8 +219,8 @@ def test_kfac_jax_takes_real_steps(tmp_path) -> None:
     ok, why = kfac_jax_available()
     if not ok:
         pytest.skip(f"kfac-jax does not import here ({why}); the own K-FAC is used instead")
-    plan = Plan.mlp(4, 16, "leaky_relu")
-    r = train(plan, method="tat", constants=tat_doc(plan), optimizer="kfac", backend="jax",
+    net = mlp(4, 16, "leaky_relu")
+    r = train(net, method="tat", constants=tat_doc(net), optimizer="kfac", backend="jax",
               data=teacher(512, 128), steps=30, batch_size=64, log_every=5, progress=False,
               out=tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
@@ -193,19 +229,19 @@ def test_kfac_jax_takes_real_steps(tmp_path) -> None:
 
 
 def test_kfac_auto_falls_back_to_own_kfac(tmp_path, monkeypatch) -> None:
-    from kernelshape.train import jax_optim
+    from kernelshape.train import jax_trainer
 
-    monkeypatch.setattr(jax_optim, "kfac_jax_available", lambda: (False, "simulated"))
-    plan = Plan.mlp(3, 8, "leaky_relu")
-    r = train(plan, method="tat", constants=tat_doc(plan), optimizer="kfac", backend="jax",
+    monkeypatch.setattr(jax_trainer, "kfac_jax_available", lambda: (False, "simulated"))
+    net = mlp(3, 8, "leaky_relu")
+    r = train(net, method="tat", constants=tat_doc(net), optimizer="kfac", backend="jax",
               data=teacher(256, 64), steps=3, batch_size=32, progress=False, out=tmp_path)
     assert r.status == "completed"
     assert json.loads((tmp_path / "config.json").read_text())["kfac_implementation"] == "own"
 
 
 def test_divergence_names_step_and_layer(tmp_path) -> None:
-    plan = Plan.mlp(10, 24, "relu")
-    r = train(plan, method="none", optimizer="sgd", lr=1e6, data=teacher(256, 64), steps=50,
+    net = mlp(10, 24, "relu")
+    r = train(net, method="none", optimizer="sgd", lr=1e6, data=teacher(256, 64), steps=50,
               batch_size=32, checkpoint_every=1, progress=False, out=tmp_path, dtype="float32",
               backend="jax")
     assert r.status == "diverged" and f"step {r.step}" in r.message and "layer '" in r.message
@@ -215,22 +251,13 @@ def test_divergence_names_step_and_layer(tmp_path) -> None:
         assert all(np.isfinite(z[k]).all() for k in z.files)
 
 
-def test_plan_from_topology_convnet() -> None:
-    topology = pytest.importorskip("kernelshape.topology")
-    from kernelshape.train.topology_bridge import plan_from_network
-
-    plan = plan_from_network(topology.nets.convnet(3, 8, "tanh", input_shape=(16, 1),
-                                                   num_classes=4))
-    assert plan.input_shape == (16, 1)
-    assert [type(l).__name__ for l in plan.layers] == ["Conv", "Act"] * 3 + ["Pool", "Dense"]
-
-
 DP_SCRIPT = textwrap.dedent("""
     import json, numpy as np, jax
-    from kernelshape.train import Plan, train
+    from kernelshape.topology import nets
+    from kernelshape.train import train
     from kernelshape.train.data import teacher
     assert len(jax.devices()) == 2, jax.devices()
-    plan = Plan.mlp(4, 16, "tanh")
+    net = nets.mlp(4, width=16, activation="tanh", input_dim=32)
     kw = dict(method="none", optimizer="sgd", lr=0.05, data=teacher(256, 64), steps=6,
               batch_size=32, log_every=1, progress=False, backend="jax")
     seen = []
@@ -241,8 +268,8 @@ DP_SCRIPT = textwrap.dedent("""
         seen.append(len(x.sharding.device_set))
         return x, y
     jax_trainer.JaxBackend._batch = spy
-    one = train(plan, **kw)
-    two = train(plan, data_parallel=2, **kw)
+    one = train(net, **kw)
+    two = train(net, data_parallel=2, **kw)
     print(json.dumps({"one": [h["loss"] for h in one.history],
                       "two": [h["loss"] for h in two.history], "devices": seen}))
 """)

@@ -20,25 +20,26 @@ pytest.importorskip("optax", reason="the JAX backend needs the optional extra ke
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import kernelshape as ks  # noqa: E402
+from kernelshape.constants import network_hash  # noqa: E402
 from kernelshape.topology import (  # noqa: E402
     Concat,
     Dense,
     LayerNorm,
+    Network,
     Nonlinearity,
     Repeat,
     Residual,
     Serial,
+    WeightedSum,
     network,
+    parse_spec,
 )
-from kernelshape.train import Plan, resume, train  # noqa: E402
+from kernelshape.topology.apply import conv_patches, init_params  # noqa: E402
 from kernelshape.train import jax_backend as jb  # noqa: E402
+from kernelshape.train import resume, train  # noqa: E402
 from kernelshape.train.data import teacher  # noqa: E402
 from kernelshape.train.jax_optim import kfac_jax_available  # noqa: E402
-from kernelshape.train.plan import Act, Add, Norm  # noqa: E402
-from kernelshape.train.plan import Concat as PlanConcat  # noqa: E402
-from kernelshape.train.plan import Dense as PlanDense  # noqa: E402
-from kernelshape.train.shaping import resolve_network, resolve_shaping  # noqa: E402
-from kernelshape.train.topology_bridge import plan_from_network  # noqa: E402
 
 jb.enable_float64("float64")
 
@@ -76,29 +77,25 @@ def layernorm_mlp(depth: int, width: int) -> object:
     return network(Serial(Repeat(block, depth, name="b"), Dense(10, name="readout")), (32,))
 
 
-def model_of(net: object, shaping_method: str | None, in_dim: int, n_classes: int
-             ) -> tuple[jb.Model, dict]:
-    _, plan, net_hash = resolve_network(net)
-    transforms: dict = {}
-    if shaping_method is not None:
-        transforms = resolve_shaping(net, plan, net_hash, shaping_method, None, {}).transforms
-    acts = {l.name: jb.jax_activation(l, transforms.get(l.slot))
-            for l in plan.layers if isinstance(l, Act)}
-    return jb.Model(plan, (in_dim,), n_classes, acts, np.dtype(np.float64)), transforms
+def model_of(net: Network, method: str | None) -> tuple[jb.Model, dict]:
+    """The JAX model of ``net`` with the transforms of ``method`` (None: untransformed)."""
+    transforms = ks.shape(net, method).transforms if method is not None else {}
+    acts = {k: jb.jax_activation(a) for k, a in net.transformed_activations(transforms).items()}
+    return jb.Model(net, acts, np.dtype(np.float64)), transforms
 
 
 # --------------------------------------------------------------------------- (a) forward
 
 def test_dag_forward_matches_hand_written_jax() -> None:
     net = small_dag()
-    model, _ = model_of(net, None, 4, 3)
-    plan = model.plan
-    assert [type(l).__name__ for l in plan.layers] == [
-        "Dense", "Act", "Dense", "Dense", "Concat", "Dense", "Norm", "Act", "Dense", "Act",
-        "Dense", "Add", "Act", "Dense"]
+    model, _ = model_of(net, None)
+    assert [n.layer.type_name for n in net.nodes[1:]] == [
+        "Dense", "Nonlinearity", "Dense", "Dense", "ChannelConcat", "Dense", "LayerNorm",
+        "Nonlinearity", "Dense", "Nonlinearity", "Dense", "WeightedSum", "Nonlinearity",
+        "Dense"]
     rng = np.random.default_rng(0)
-    params = [tuple(jnp.asarray(rng.standard_normal(s)) for s in (shape, shape[-1:]))
-              for shape in model.shapes]      # random, so Norm scale/offset are not 1/0
+    params = [tuple(jnp.asarray(rng.standard_normal(a.shape)) for a in p)
+              for p in init_params(net, rng, "lecun")]  # random: LayerNorm scale/offset not 1/0
     x = jnp.asarray(rng.standard_normal((7, 4)))
     logits, _, _ = jb.forward(model, params, x)
 
@@ -113,7 +110,7 @@ def test_dag_forward_matches_hand_written_jax() -> None:
                                atol=1e-12)
 
     # K-FAC's view: one perturbation per Dense layer, and each Dense layer's input
-    zeros = [jnp.zeros((7, *model.out_shapes[l.name])) for l in model.linear_layers()]
+    zeros = [jnp.zeros((7, *n.shape)) for n in model.linear_nodes]
     same, _, inputs = jb.forward(model, params, x, collect=True, perturb=zeros)
     assert np.array_equal(np.asarray(same), np.asarray(logits)) and len(inputs) == 7
     np.testing.assert_allclose(np.asarray(inputs[3]).shape, (7, 8))           # the concat
@@ -136,7 +133,7 @@ def test_initial_kernels_match_topology_kernel_states() -> None:
                   Concat(Dense(WIDTH // 2), Dense(WIDTH // 2), name="cat"), Dense(WIDTH),
                   LayerNorm(name="ln"), Nonlinearity("softplus", name="act"), Dense(10))
     net = network(body, (64,))
-    model, transforms = model_of(net, "dks", 64, 10)
+    model, transforms = model_of(net, "dks")
     cs = np.array([-0.5, 0.0, 0.5, 0.9])
     rng = np.random.default_rng(0)
     x = np.empty((2 * len(cs), 64))
@@ -144,10 +141,10 @@ def test_initial_kernels_match_topology_kernel_states() -> None:
         u, v = np.linalg.qr(rng.standard_normal((64, 2)))[0].T
         x[2 * p], x[2 * p + 1] = 8.0 * u, 8.0 * (c * u + math.sqrt(1 - c * c) * v)
     run = jax.jit(lambda p: jb.forward(model, p, jnp.asarray(x), collect=True)[2])
-    names = [l.name for l in model.plan.layers]
+    names = [n.id for n in net.nodes[1:]]
     samples = []
     for seed in range(REPLICATES):
-        outs = run(jb.init_params(model, np.random.default_rng(seed), "suo"))
+        outs = run(init_params(net, np.random.default_rng(seed), "suo"))
         rows = []
         for o in outs[:-1]:                       # not the 10-unit readout
             o = np.asarray(o)
@@ -204,23 +201,16 @@ def test_kfac_jax_registers_dense_and_layernorm_blocks(monkeypatch) -> None:
 
 # --------------------------------------------------------------------------- (d) plans, resume
 
-def test_dag_plan_round_trips_and_chains_keep_their_json() -> None:
-    plan = plan_from_network(small_dag())
-    d = json.loads(json.dumps(plan.to_dict()))
-    back = Plan.from_dict(d)
-    assert back == plan and back.to_dict() == plan.to_dict() and not back.is_chain
-    add = next(l for l in back.layers if isinstance(l, Add))
-    assert add.inputs == ("res/r1", "a1") and add.weights == pytest.approx((0.8, 0.6))
-    assert any(isinstance(l, PlanConcat) and l.inputs == ("cat/p", "cat/q")
-               for l in back.layers)
-    assert back.layers[2].inputs == () and back.layers[3].inputs == ("a0",)   # p, q read a0
-    assert any(isinstance(l, Norm) for l in back.layers)
-    from kernelshape.topology import nets
-
-    chain = plan_from_network(nets.mlp(3, 8, "tanh", input_dim=5, num_classes=3))
-    assert chain.is_chain and all("inputs" not in l for l in chain.to_dict()["layers"])
-    with pytest.raises(ValueError, match="reads \\['nowhere'\\]"):
-        Plan((PlanDense("a", 4), Add("s", (1.0,), ("nowhere",)), PlanDense("o", None)), {})
+def test_run_directory_stores_the_network_description(tmp_path) -> None:
+    """config.json holds network.to_dict(); it rebuilds the same network (same hash)."""
+    net = small_dag()
+    r = train(net, method="dks", backend="jax", data=teacher(64, 32, dim=4, n_classes=3),
+              steps=1, batch_size=16, progress=False, out=tmp_path)
+    assert r.status == "completed"
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert network_hash(Network.from_dict(record["network"]).to_dict()) == \
+        network_hash(net.to_dict())
+    assert record["config"]["method"] == "dks" and record["shaping"]["source"] == "solver"
 
 
 def test_dag_resume_is_bit_identical(tmp_path) -> None:
@@ -252,9 +242,8 @@ def test_dag_resume_is_bit_identical(tmp_path) -> None:
 def test_resnet_spec_trains_with_the_topologys_shortcut_weights() -> None:
     spec = ("resnet:depth=18,width=4,shortcut_weight=0.8,input_shape=16x1,num_classes=4,"
             "activation=softplus")
-    _, plan, _ = resolve_network(spec)
-    adds = [l for l in plan.layers if isinstance(l, Add)]
-    assert len(adds) == 8 and all(l.weights == pytest.approx((0.6, 0.8)) for l in adds)
+    sums = [n.layer for n in parse_spec(spec).nodes if isinstance(n.layer, WeightedSum)]
+    assert len(sums) == 8 and all(s.weights == pytest.approx((0.6, 0.8)) for s in sums)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((192, 16))
     y = (x[:, :8].sum(1) > 0).astype(int) + 2 * (x[:, 8:].sum(1) > 0)
@@ -281,24 +270,19 @@ def test_resnet_spec_trains_with_the_topologys_shortcut_weights() -> None:
 def test_kfac_sees_conv_patches_of_each_conv_input() -> None:
     """The own K-FAC's Conv statistics: `conv_patches` of the collected layer input times
     W.reshape(-1, Cout) is that layer's output (strided 3-tap and 1x1 shortcut convs)."""
-    from kernelshape.train.jax_optim import conv_patches
-
-    net = resolve_network("resnet:depth=18,width=4,shortcut_weight=0.8,input_shape=16x1,"
-                          "num_classes=4,activation=softplus")[0]
-    plan = plan_from_network(net)
-    acts = {l.name: jnp.tanh for l in plan.layers if isinstance(l, Act)}
-    model = jb.Model(plan, (16, 2), 4, acts, np.dtype(np.float64))
+    net = parse_spec("resnet:depth=18,width=4,shortcut_weight=0.8,input_shape=16x1,"
+                     "num_classes=4,activation=softplus").with_input_shape((16, 2))
+    model = jb.Model(net, {k: jnp.tanh for k in net.activation_keys}, np.dtype(np.float64))
     rng = np.random.default_rng(1)
-    params = jb.init_params(model, rng, "lecun")
+    params = init_params(net, rng, "lecun")
     x = jnp.asarray(rng.standard_normal((3, 16, 2)))
-    zeros = [jnp.zeros((3, *model.out_shapes[l.name])) for l in model.linear_layers()]
+    zeros = [jnp.zeros((3, *n.shape)) for n in model.linear_nodes]
     _, _, inputs = jb.forward(model, params, x, collect=True, perturb=zeros)
     _, _, outputs = jb.forward(model, params, x, collect=True)
-    out = dict(zip([l.name for l in plan.layers], outputs, strict=True))
-    linear = model.linear_layers()
-    for layer, a, (w, b) in zip(linear[:-1], inputs, params, strict=False):
-        got = conv_patches(a, layer.kernel_size, layer.stride) @ w.reshape(-1, w.shape[-1]) + b
-        want = np.asarray(out[layer.name]).reshape(3, -1, w.shape[-1])
+    out = dict(zip([n.id for n in net.nodes[1:]], outputs, strict=True))
+    for node, a, (w, b) in zip(model.linear_nodes[:-1], inputs, params, strict=False):
+        got = conv_patches(a, node.layer, jnp) @ w.reshape(-1, w.shape[-1]) + b
+        want = np.asarray(out[node.id]).reshape(3, -1, w.shape[-1])
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
 
 
@@ -307,17 +291,17 @@ def test_kfac_sees_conv_patches_of_each_conv_input() -> None:
 def test_dag_errors_are_clear() -> None:
     net = residual_mlp(2, 8)
     data = teacher(64, 32)
-    with pytest.raises(ValueError, match="NumPy backend .*DAG.*backend='jax'"):
-        train(net, method="dks", data=data, steps=1, batch_size=16)
-    with pytest.raises(ValueError, match="NumPy backend .*LayerNorm.*backend='jax'"):
-        train(layernorm_mlp(2, 8), method="dks", data=data, steps=1, batch_size=16)
-    with pytest.raises(ValueError, match="resnet-bn baseline .*chain plan"):
+    with pytest.raises(ValueError, match="ResNet-BN baseline is built for chain networks"):
         train(net, method="resnet-bn", backend="jax", data=data, steps=1, batch_size=16)
     shared = Dense(8, name="shared")
     net = network(Serial(Dense(8), Nonlinearity("tanh"), shared, Nonlinearity("tanh"), shared,
                          Nonlinearity("tanh"), Dense(10)), (32,))
-    with pytest.raises(ValueError, match="node 'shared.1' shares the weights of 'shared'"):
-        plan_from_network(net)
+    assert net.node("shared.1").share == "shared"
+    r = train(net, method="none", backend="jax", data=data, steps=2, batch_size=16,
+              progress=False)                           # shared weights train with adam
+    assert r.status == "completed" and len(r.params) == 3
+    with pytest.raises(ValueError, match="K-FAC .* shares weights"):
+        train(net, method="none", optimizer="kfac", backend="jax", data=data, steps=1,
+              batch_size=16)
     with pytest.raises(ValueError, match="looks-linear init needs a chain"):
-        model, _ = model_of(residual_mlp(2, 8, "relu"), None, 32, 10)
-        jb.init_params(model, np.random.default_rng(0), "ll")
+        init_params(residual_mlp(2, 8, "relu"), np.random.default_rng(0), "ll")

@@ -17,11 +17,15 @@ pytest.importorskip("optax", reason="the JAX backend needs the optional extra ke
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from kernelshape.train import Plan, jax_trainer, resume, train  # noqa: E402
+from kernelshape.topology import BatchNorm, Conv, Dense, nets  # noqa: E402
+from kernelshape.topology.apply import init_params, init_state  # noqa: E402
 from kernelshape.train import jax_backend as jb  # noqa: E402
+from kernelshape.train import jax_trainer, resume, train  # noqa: E402
+from kernelshape.train.config import TrainConfig  # noqa: E402
 from kernelshape.train.data import Dataset, teacher  # noqa: E402
 from kernelshape.train.jax_optim import kfac_init, kfac_jax_available  # noqa: E402
-from kernelshape.train.plan import Act, Conv, Dense  # noqa: E402
+from kernelshape.train.run import build_run  # noqa: E402
+from kernelshape.train.shaping import Shaping  # noqa: E402
 
 jb.enable_float64("float64")   # the trainer's default dtype
 
@@ -40,8 +44,10 @@ def gratings(n_train: int = 768, n_test: int = 256, size: int = 6, seed: int = 0
     return Dataset("gratings", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 4)
 
 
-NETS = {"mlp": (lambda: Plan.mlp(6, 32, "leaky_relu"), lambda: teacher(1024, 256)),
-        "convnet": (lambda: Plan.convnet(3, 8, "relu", input_shape=(6, 6, 1)), gratings)}
+NETS = {"mlp": (lambda: nets.mlp(6, width=32, activation="leaky_relu", input_dim=32),
+                lambda: teacher(1024, 256)),
+        "convnet": (lambda: nets.convnet(3, channels=8, activation="relu", input_shape=(6, 6, 1),
+                                         num_classes=4), gratings)}
 
 
 def _need_kfac_jax(impl: str) -> None:
@@ -53,9 +59,13 @@ def _need_kfac_jax(impl: str) -> None:
 def _final_state(out, data: Dataset) -> tuple[jax_trainer.JaxBackend, tuple, tuple]:
     """An evaluation backend for the run in `out`, the run's final (params, -, BN statistics)
     from its last checkpoint, and the initial state."""
-    config = json.loads((out / "config.json").read_text())
-    config.update(optimizer="sgd", optimizer_options={}, kfac_implementation=None)
-    backend = jax_trainer.JaxBackend(config, data)
+    from kernelshape.topology import Network
+
+    record = json.loads((out / "config.json").read_text())
+    config = TrainConfig(**{**record["config"], "optimizer": "sgd", "optimizer_options": {}})
+    run = build_run(config, Network.from_dict(record["network"]),
+                    Shaping.from_dict(record["shaping"]), data)
+    backend = jax_trainer.JaxBackend(run)
     p0, _, m0 = backend.init()
     pointer = json.loads((out / "checkpoint.json").read_text())
     with np.load(out / pointer["file"]) as z:
@@ -82,15 +92,15 @@ def test_resnet_bn_learns_with_kfac_and_threads_bn_statistics(tmp_path, monkeypa
     original = jax_trainer._make_kfac_jax
     monkeypatch.setattr(jax_trainer, "_make_kfac_jax",
                         lambda *a: made.append(original(*a)) or made[-1])
-    make_plan, make_data = NETS[net]
-    plan, data = make_plan(), make_data()
-    r = train(plan, method="resnet-bn", optimizer="kfac", backend="jax", data=data, steps=40,
+    make_net, make_data = NETS[net]
+    chain, data = make_net(), make_data()
+    r = train(chain, method="resnet-bn", optimizer="kfac", backend="jax", data=data, steps=40,
               batch_size=64, log_every=1, progress=False, out=tmp_path,
               optimizer_options={"implementation": impl})
     first, last = r.history[0]["loss"], np.mean([h["loss"] for h in r.history[-5:]])
     assert r.status == "completed" and last < 0.6 * first, (first, last)
     assert json.loads((tmp_path / "config.json").read_text())["kfac_implementation"] == impl
-    n_linear = sum(isinstance(l, Dense | Conv) for l in plan.layers)
+    n_linear = sum(isinstance(n.layer, Dense | Conv) for n in chain.nodes)
     if impl == "kfac_jax":          # (n_linear - 1) hidden Dense / Conv layers and BN units
         blocks = [type(b).__name__ for b in made[0]._estimator.blocks]
         n_conv = n_linear - 1 if net == "convnet" else 0
@@ -102,7 +112,7 @@ def test_resnet_bn_learns_with_kfac_and_threads_bn_statistics(tmp_path, monkeypa
         assert not made
     backend, trained, initial = _final_state(tmp_path, data)
     assert len(trained[2]) == n_linear - 1
-    for (mean, var), (m0, v0) in zip(trained[2], initial[2], strict=True):
+    for (mean, var), (m0, v0) in zip(trained[2].values(), initial[2].values(), strict=True):
         assert np.abs(mean - m0).max() > 1e-3 and np.abs(var - v0).max() > 1e-3
     loss, acc = backend.evaluate(trained)
     assert loss == pytest.approx(r.test_loss, rel=1e-9) and acc == pytest.approx(r.test_acc)
@@ -113,18 +123,18 @@ def test_resnet_bn_learns_with_kfac_and_threads_bn_statistics(tmp_path, monkeypa
 def test_resnet_bn_own_kfac_resume_is_bit_identical(tmp_path) -> None:
     """(kfac-jax resumes bit for bit too, checked by hand; it compiles its step once per run,
     ~20 s for the three runs here, so it is not part of the suite.)"""
-    plan = NETS["mlp"][0]()         # the jitted step of the learning test is reused
+    chain = NETS["mlp"][0]()        # the jitted step of the learning test is reused
     kw = dict(method="resnet-bn", optimizer="kfac", backend="jax", data=teacher(256, 64),
               steps=12, batch_size=64, checkpoint_every=4, log_every=1, progress=False,
               optimizer_options={"implementation": "own"})
-    full = train(plan, out=tmp_path / "full", **kw)
+    full = train(chain, out=tmp_path / "full", **kw)
 
     def interrupt(step: int, record: dict) -> None:
         if step == 7:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(plan, out=tmp_path / "cut", callback=interrupt, **kw)
+        train(chain, out=tmp_path / "cut", callback=interrupt, **kw)
     assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["step"] == 7
     resumed = resume(tmp_path / "cut", data=kw["data"])
     assert resumed.status == "completed"
@@ -154,17 +164,18 @@ def test_own_kfac_bn_update_is_momentum_with_the_shared_step_size() -> None:
     and new running statistics from `loss_fn`, the stem's A factor from its input, velocity
     v <- 0.9 v + g for the BN pairs, and every pair (BN and Dense) moved by -eta v with
     eta = min(lr, sqrt(norm_constraint / (sum_l v_l^T (A_l kron G_l) v_l + |v_bn|^2)))."""
-    plan = Plan.mlp(3, 8, "tanh")
-    acts = {l.name: jb.jax_activation(l) for l in plan.layers if isinstance(l, Act)}
-    model = jb.Model(plan, (5,), 3, acts, np.dtype(np.float64), batchnorm=True)
+    net = nets.resnet_bn(3, width=8, activation="tanh", input_shape=(5,), num_classes=3)
+    model = jb.Model(net, {k: jb.jax_activation(a) for k, a in
+                           net.transformed_activations(None).items()}, np.dtype(np.float64))
     rng = np.random.default_rng(0)
-    params = jax.tree_util.tree_map(jnp.asarray, jb.init_params(model, rng, "lecun"))
-    mstate = jax.tree_util.tree_map(jnp.asarray, jb.init_model_state(model))
+    params = jax.tree_util.tree_map(jnp.asarray, init_params(net, rng, "lecun"))
+    mstate = jax.tree_util.tree_map(jnp.asarray, init_state(net))
     lr, nc, mom = 0.5, 1e-3, 0.9
     options = {"lr": lr, "norm_constraint": nc, "momentum": mom}
-    opt = kfac_init(jax_trainer.kfac_pairs(model, params))
-    n_layers = len(model.linear_layers())
-    velocity = [jnp.zeros_like(s) for pair in params["bn"] for s in pair]
+    opt = kfac_init(params)
+    bn = [i for i, n in enumerate(model.owners) if isinstance(n.layer, BatchNorm)]
+    dense = [i for i, n in enumerate(model.owners) if isinstance(n.layer, Dense)]
+    velocity = [jnp.zeros_like(s) for i in bn for s in params[i]]
     kfac_step = jax.jit(partial(jax_trainer._kfac_step, model, options))
     reference = jax.jit(jax.value_and_grad(partial(jb.loss_fn, model), has_aux=True))
     for step in range(2):
@@ -180,25 +191,23 @@ def test_own_kfac_bn_update_is_momentum_with_the_shared_step_size() -> None:
         if step == 0:               # decay 0 on the first step: A of the stem is E[x_h x_h^T]
             x_h = np.concatenate([x, np.ones((32, 1))], axis=1)
             np.testing.assert_allclose(opt.a_factors[0], x_h.T @ x_h / 32, rtol=1e-12)
-        g_bn = [g for pair in grads["bn"] for g in pair]
+        g_bn = [g for i in bn for g in grads[i]]
         velocity = [mom * v + g for v, g in zip(velocity, g_bn, strict=True)]
-        got_v = [v for pair in opt.velocity[n_layers:] for v in pair]
+        got_v = [v for i in bn for v in opt.velocity[i]]
         for got, want in zip(got_v, velocity, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
         quad = sum(float(jnp.sum(v * v)) for v in velocity)
-        for a, g, (vw, vb) in zip(opt.a_factors[:n_layers], opt.g_factors[:n_layers],
-                                  opt.velocity[:n_layers], strict=True):
+        for i in dense:
+            vw, vb = opt.velocity[i]
             v = np.concatenate([vw, vb[None, :]], axis=0)
-            quad += float(np.sum((a @ v @ g) * v))
+            quad += float(np.sum((opt.a_factors[i] @ v @ opt.g_factors[i]) * v))
         eta = min(lr, np.sqrt(nc / quad))
         assert eta < lr                       # the norm constraint sets the shared step size
-        moved = [new - old for new, old in zip(jax.tree_util.tree_leaves(new_p["bn"]),
-                                               jax.tree_util.tree_leaves(params["bn"]),
-                                               strict=True)]
+        moved = [new - old for i in bn for new, old in zip(new_p[i], params[i], strict=True)]
         for got, v in zip(moved, velocity, strict=True):
             np.testing.assert_allclose(got, -eta * v, rtol=1e-9, atol=1e-15)
-        for (w1, b1), (w0, b0), (vw, vb) in zip(new_p["layers"], params["layers"],
-                                                opt.velocity[:n_layers], strict=True):
+        for i in dense:
+            (w1, b1), (w0, b0), (vw, vb) = new_p[i], params[i], opt.velocity[i]
             np.testing.assert_allclose(w1 - w0, -eta * vw, rtol=1e-9, atol=1e-15)
             np.testing.assert_allclose(b1 - b0, -eta * vb, rtol=1e-9, atol=1e-15)
         params, mstate = new_p, new_m

@@ -6,7 +6,6 @@ composed by hand, full gradient matrices, exact Gram identities), never copied f
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -15,28 +14,42 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import kernelshape as ks
+from kernelshape.cli import main
 from kernelshape.engine.activations import Transform, activation
 from kernelshape.engine.maps import cmap, qmap
-from kernelshape.topology import Dense, Nonlinearity, Residual, Serial, nets, network
+from kernelshape.solve import eoc_chain_states
+from kernelshape.topology import (
+    Dense,
+    Network,
+    Nonlinearity,
+    Residual,
+    Serial,
+    nets,
+    network,
+    parse_spec,
+)
+from kernelshape.topology.spec import with_option
 from kernelshape.verify import (
-    SubnetMap,
     check_cmap,
-    eoc_chain_states,
     kernel_approximation,
     maximize_abs,
     per_layer_ntk,
     polynomial_cmap,
-    run_cli,
-    shape_network,
-    subnetworks,
     theorem13,
     theorem13_bounds,
     theorem27,
-    with_option,
 )
 from kernelshape.verify.approximation import empirical_kernel, sample_features
-from kernelshape.verify.networks import pair_inputs, suo_apply
+from kernelshape.verify.finite import pair_inputs, suo_on_span
 from kernelshape.verify.theorem27 import empirical_per_layer_ntk, gradient_per_layer_ntk
+
+
+def shape_network(spec: str | Network, method: str, **targets: float
+                  ) -> tuple[Network, dict[str, Transform]]:
+    """(network, transforms under which its kernel maps describe ``method``'s init)."""
+    net = parse_spec(spec) if isinstance(spec, str) else spec
+    return net, ks.shape(net, method, **targets).network_transforms()
 
 # activations whose maps take a fast float64 route under any transform (closed form or
 # Hermite series); kinked ones are drawn without input shift (closed forms cover that case)
@@ -150,16 +163,13 @@ def test_theorem13_holds_for_random_power_series_with_zero_constant(coef):
                                          ("mlp:depth=6,activation=tanh", "dks"),
                                          ("mlp:depth=4,activation=relu", "none")])
 def test_whole_network_subnetwork_map_equals_network_cmap(spec, method):
-    shaped = shape_network(spec, method)
-    sub = subnetworks(shaped.net)[0]
+    net, transforms = shape_network(spec, method)
+    sub = net.subnetworks()[0]
     assert sub.kind == "network"
-    fmap = SubnetMap(shaped.net, sub, shaped.transforms)
     c = np.linspace(-1, 1, 41)
-    value, slope = fmap(c)
-    np.testing.assert_allclose(value, shaped.net.cmap(c, transforms=shaped.transforms),
-                               atol=1e-14)
-    np.testing.assert_allclose(slope, shaped.net.cmap(c, transforms=shaped.transforms, order=1),
-                               atol=1e-13)
+    value, slope = net.subnetwork_cmap(sub, c, transforms=transforms)
+    np.testing.assert_allclose(value, net.cmap(c, transforms=transforms), atol=1e-14)
+    np.testing.assert_allclose(slope, net.cmap(c, transforms=transforms, order=1), atol=1e-13)
 
 
 def test_branch_subnetwork_map_is_the_branch_composition():
@@ -169,27 +179,26 @@ def test_branch_subnetwork_map_is_the_branch_composition():
                   Residual(Serial(Dense(8), Nonlinearity("tanh"), Dense(8)), shortcut_weight=0.6),
                   Dense(2))
     net = network(body, (8,))
-    branches = [s for s in subnetworks(net) if s.kind == "branch"]
+    branches = [s for s in net.subnetworks() if s.kind == "branch"]
     assert len(branches) == 1
-    fmap = SubnetMap(net, branches[0])
     q_fork = qmap("tanh", 1.0)
-    assert fmap.q_start == pytest.approx(q_fork, rel=1e-14)
+    assert net.q_values()[branches[0].start] == pytest.approx(q_fork, rel=1e-14)
     c = np.linspace(-1, 1, 17)
-    value, slope = fmap(c)
+    value, slope = net.subnetwork_cmap(branches[0], c)
     np.testing.assert_allclose(value, cmap("tanh", c, q_fork, q_fork), atol=1e-14)
     np.testing.assert_allclose(slope, cmap("tanh", c, q_fork, q_fork, order=1), atol=1e-13)
 
 
 def test_prefix_subnetworks_are_compositions_of_local_maps():
-    shaped = shape_network("mlp:depth=3,activation=softplus", "dks", zeta=2.0)
-    act = shaped.activations()["softplus"]
-    prefixes = [s for s in subnetworks(shaped.net, prefixes=True) if s.kind == "prefix"]
+    net, transforms = shape_network("mlp:depth=3,activation=softplus", "dks", zeta=2.0)
+    act = net.transformed_activations(transforms)["softplus"]
+    prefixes = [s for s in net.subnetworks(prefixes=True) if s.kind == "prefix"]
     assert len(prefixes) == 3
     c = np.linspace(-1, 1, 9)
     expected = c
     for sub in prefixes:
         expected = cmap(act, expected)  # q = 1 at every layer of a DKS net (Q(1) = 1)
-        np.testing.assert_allclose(SubnetMap(shaped.net, sub, shaped.transforms)(c)[0],
+        np.testing.assert_allclose(net.subnetwork_cmap(sub, c, transforms=transforms)[0],
                                    expected, atol=1e-12)
 
 
@@ -241,9 +250,7 @@ def test_theorem13_property_random_activations_and_transforms(act, depth, scale,
     t = Transform(scale, shift, out_shift, gain / math.sqrt(qmap(activation(act).transformed(t),
                                                                      1.0)))
     net = nets.mlp(depth, width=8, activation=act, input_dim=8, num_classes=2)
-    shaped = shape_network(net, "none")
-    shaped.transforms = {act: t}
-    report = theorem13(None, shaped=shaped, n=257)
+    report = theorem13(net, transforms={act: t}, n=257)
     assert report.holds, [(b.name, b.small, b.large) for s in report.subnets
                           for b in s.check.bounds if not b.holds]
 
@@ -272,11 +279,11 @@ def test_theorem13_property_presets_and_methods(preset, act, method, depth, zeta
 # --------------------------------------------------------------------------- Theorem 27
 
 def test_empirical_ntk_factorization_equals_full_gradients():
-    shaped = shape_network("mlp:depth=3,width=24,input_dim=12,num_classes=3,activation=tanh",
-                           "dks")
+    net, transforms = shape_network(
+        "mlp:depth=3,width=24,input_dim=12,num_classes=3,activation=tanh", "dks")
     cos = [-1.0, -0.2, 0.6, 1.0]
-    fast = empirical_per_layer_ntk(shaped.net, shaped.transforms, cos, seed=3)
-    full = gradient_per_layer_ntk(shaped.net, shaped.transforms, cos, seed=3)
+    fast = empirical_per_layer_ntk(net, transforms, cos, seed=3)
+    full = gradient_per_layer_ntk(net, transforms, cos, seed=3)
     assert list(fast) == list(full) and len(fast) == 4
     for k in fast:
         np.testing.assert_allclose(fast[k], full[k], rtol=1e-12, atol=1e-13)
@@ -292,10 +299,10 @@ def test_infinite_ntk_of_a_linear_network_is_the_input_kernel():
 def test_infinite_ntk_is_prefix_map_times_suffix_slope():
     """At q = 1: Theta_i = C_g(c) C_h'(C_g(c)), g = first i-1 nonlinear layers, h = the rest."""
     depth = 4
-    shaped = shape_network(f"mlp:depth={depth},activation=softplus", "dks", zeta=2.0)
-    act = shaped.activations()["softplus"]
+    net, transforms = shape_network(f"mlp:depth={depth},activation=softplus", "dks", zeta=2.0)
+    act = net.transformed_activations(transforms)["softplus"]
     c = np.linspace(-1, 1, 7)
-    theta = list(per_layer_ntk(shaped.net, shaped.transforms, c).values())
+    theta = list(per_layer_ntk(net, transforms, c).values())
     assert len(theta) == depth + 1
     for i in range(depth + 1):
         x = c.copy()
@@ -310,12 +317,12 @@ def test_infinite_ntk_is_prefix_map_times_suffix_slope():
 
 def test_empirical_ntk_approaches_infinite_width():
     spec = "mlp:depth=3,width=1024,input_dim=64,num_classes=10,activation=tanh"
-    shaped = shape_network(spec, "dks", zeta=1.5)
+    net, transforms = shape_network(spec, "dks", zeta=1.5)
     cos = [-0.5, 0.0, 0.5, 1.0]
-    inf = per_layer_ntk(shaped.net, shaped.transforms, cos)
+    inf = per_layer_ntk(net, transforms, cos)
     errors = []
     for seed in range(3):
-        emp = empirical_per_layer_ntk(shaped.net, shaped.transforms, cos, seed)
+        emp = empirical_per_layer_ntk(net, transforms, cos, seed)
         errors += [np.abs(emp[k] - inf[k]).max() for k in emp]
     # O(sqrt(depth/width)) fluctuations; 4 sqrt(4/1024) = 0.25
     assert max(errors) < 4 * math.sqrt(4 / 1024)
@@ -340,19 +347,19 @@ def test_theorem27_rejects_branching_networks():
 
 # --------------------------------------------------------------------------- approximation
 
-def test_suo_apply_preserves_the_gram_matrix_exactly():
+def test_suo_on_span_preserves_the_gram_matrix_exactly():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 50))
     for fan_out in (50, 80):
-        y = suo_apply(rng, x, fan_out)
+        y = suo_on_span(rng, x, fan_out)
         assert y.shape == (3, fan_out)
         np.testing.assert_allclose(y @ y.T / fan_out, x @ x.T / 50, atol=1e-12)
 
 
-def test_suo_apply_projection_is_unbiased():
+def test_suo_on_span_projection_is_unbiased():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 40))
-    grams = [suo_apply(rng, x, 10) for _ in range(4000)]
+    grams = [suo_on_span(rng, x, 10) for _ in range(4000)]
     mean = np.mean([g @ g.T for g in grams], axis=0)
     np.testing.assert_allclose(mean, x @ x.T * 10 / 40, rtol=0.05, atol=0.3)
 
@@ -365,13 +372,13 @@ def test_pair_inputs_have_the_requested_kernel():
 
 
 def test_frame_and_matrix_samplers_agree_in_distribution():
-    shaped = shape_network("mlp:depth=3,width=32,input_dim=16,num_classes=2,activation=tanh",
-                           "dks")
+    net, transforms = shape_network(
+        "mlp:depth=3,width=32,input_dim=16,num_classes=2,activation=tanh", "dks")
     cos = [0.0, 0.7]
     stats = {}
     for sampler in ("frame", "matrix"):
         rows = [np.concatenate(empirical_kernel(sample_features(
-            shaped.net, shaped.transforms, cos, s, sampler))) for s in range(300)]
+            net, transforms, cos, s, sampler))) for s in range(300)]
         stats[sampler] = np.array(rows)
     a, b = stats["frame"], stats["matrix"]
     se = np.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
@@ -390,7 +397,7 @@ def test_kernel_approximation_error_shrinks_like_inverse_sqrt_width():
 def test_eoc_chain_without_bias_matches_the_network_map():
     act = activation("tanh")
     c = np.linspace(-1, 1, 9)
-    states = eoc_chain_states(act, 5, 1.0, 0.0, c, q_pre=1.0)
+    states = eoc_chain_states(act, 5, 1.0, 0.0, c, 1.0)
     net = nets.mlp(5, width=8, activation="tanh", input_dim=8, num_classes=2)
     np.testing.assert_allclose(states[-1][1], net.cmap(c), atol=1e-13)
 
@@ -398,7 +405,10 @@ def test_eoc_chain_without_bias_matches_the_network_map():
 def test_eoc_chain_with_bias_stays_at_its_fixed_point():
     act = activation("tanh")
     sw2, sb2 = 1.7, 0.05
-    states = eoc_chain_states(act, 20, sw2, sb2, np.array([0.3]))
+    q_star = 1.0
+    for _ in range(2000):  # the fixed point q* = s_w^2 Q(q*) + s_b^2, by iteration (attracting)
+        q_star = sw2 * float(qmap(act, q_star)) + sb2
+    states = eoc_chain_states(act, 20, sw2, sb2, np.array([0.3]), q_star)
     q_pre = [sw2 * q + sb2 for q, _ in states]
     np.testing.assert_allclose(q_pre, q_pre[0], rtol=1e-10)
 
@@ -412,9 +422,13 @@ def test_with_option():
         "mlp:activation=max(x,0.1*x),width=64"
 
 
+def run_cli(argv: list[str]) -> int:
+    """``kernelshape verify ...`` in-process."""
+    return main(["verify", *argv])
+
+
 def _args(theorem, net, *extra, as_json=False):
-    return argparse.Namespace(command="verify", theorem=theorem, net=net, json=as_json,
-                              emit_json=None, extra=list(extra))
+    return [theorem, "--net", net, *extra, *(["--json"] if as_json else [])]
 
 
 def test_cli_theorem13_markdown(capsys):
@@ -465,8 +479,6 @@ def test_cli_bad_network_and_infeasible_target(capsys):
 
 
 def test_kernelshape_verify_command_dispatches(capsys):
-    from kernelshape.cli import main
-
     assert main(["verify", "theorem13", "--net", "mlp:depth=2,activation=tanh", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["theorem"] == "theorem13"
 
@@ -476,9 +488,7 @@ def test_kernelshape_verify_command_dispatches(capsys):
 def test_theorem13_quadrature_route_activations(act):
     t = Transform(1.2, 0.3, -0.1, 1.1)
     net = nets.mlp(2, width=8, activation=act, input_dim=8, num_classes=2)
-    shaped = shape_network(net, "none")
-    shaped.transforms = {act: t}
-    assert theorem13(None, shaped=shaped).holds
+    assert theorem13(net, transforms={act: t}).holds
 
 
 @pytest.mark.slow

@@ -7,27 +7,32 @@ it hands one payload to ``args.emit_json`` (see :func:`kernelshape.cli.app.main`
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import json
-import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from kernelshape.cli.arguments import (
+    command,
+    integer,
+    json_flag,
+    json_object,
+    key_values,
+    listing,
+    real,
+)
 from kernelshape.cli.output import (
     Progress,
-    Unavailable,
     UsageError,
-    check_output_dir,
     check_output_path,
     fmt,
     fmt_short,
     table,
 )
+from kernelshape.engine import DPS_RANGE as MAPS_DPS_RANGE
+from kernelshape.engine.transform import TRANSFORM_KEYS
+from kernelshape.solve.options import DPS_RANGE, METHODS, TARGETS
 
-TRANSFORM_KEYS = ("input_scale", "input_shift", "output_shift", "output_scale", "negative_slope")
 SUMMARY_MEANING = {
     "q_value": "Q(1) = E[phi(z)^2], output second moment for unit inputs",
     "q_slope": "Q'(1), slope of the Q map at q = 1",
@@ -40,6 +45,121 @@ ROUTES = {"closed": "closed-form dual kernel (float64)",
           "hermite": "certified Hermite series from 1-D quadratures (float64)",
           "quadrature": "Gaussian quadrature, split at any kinks (float64)"}
 
+EPILOGS = {
+    "activations": """\
+examples:
+  kernelshape activations
+  kernelshape activations --json""",
+    "maps": """\
+ACT is a built-in name (see 'kernelshape activations') or an expression in x built from
+numbers, + - * / **, and functions such as exp, log, tanh, erf, sigmoid, softplus, max.
+
+The local quantities are at q = 1 (inputs with unit second moment):
+  q_value = Q(1) = E[phi(z)^2]       q_slope = Q'(1)
+  c_value_0 = C(0)   c_slope_0 = C'(0)   c_slope_1 = C'(1)   c_curv_1 = C''(1)
+Infinite values (e.g. C''(1) of ReLU) are printed as inf ("inf" strings in JSON).
+With --dps N the values are computed with mpmath and printed with N significant digits;
+in --json output they are then strings (JSON numbers are only float64).
+
+examples:
+  kernelshape maps tanh
+  kernelshape maps relu --c=-1,0,0.5,1 --json
+  kernelshape maps "x*tanh(log(1+exp(x)))" --q 0.5,1,2
+  kernelshape maps softplus --transform '{"input_scale": 1.2, "output_scale": 1.5}'
+  kernelshape maps leaky_relu --param negative_slope=0.2
+  kernelshape maps tanh --dps 30""",
+    "shape": """\
+SPEC is a preset with options or the path of a saved network JSON, e.g.
+  mlp:depth=100,activation=tanh
+  convnet:depth=20,activation=softplus
+  resnet:depth=101,shortcut_weight=0.6,version=2,activation=softplus
+Methods: dks (network slope target --zeta), tat (curvature target --tau; Leaky ReLU: C(0)
+target --eta), eoc (edge of chaos, bias variance --bias-variance), none.
+The constants are gamma * (phi(alpha*x + beta) + delta) with alpha = input_scale,
+beta = input_shift, delta = output_shift, gamma = output_scale; residuals are the
+certificate: |condition - target| re-evaluated independently.
+With --dps N mpmath values are printed with N digits (strings in --json output).
+
+examples:
+  kernelshape shape --net mlp:depth=100,activation=tanh --method dks
+  kernelshape shape --net mlp:depth=100,activation=tanh --method dks --zeta 1.2 --json
+  kernelshape shape --net resnet:depth=101,shortcut_weight=0.6,activation=softplus \\
+                    --method tat --tau 0.3 -o constants.json
+  kernelshape shape --net mlp:depth=50,activation=leaky_relu --method tat --eta 0.9
+  kernelshape shape --net mlp:depth=20 --activation "x*tanh(softplus(x))" --method dks""",
+    "export": """\
+Writes one dependency-free source file (no kernelshape import) defining CONSTANTS,
+get_activation(name), the framework's scaled-uniform-orthogonal initializer and
+per_location_normalization(x). Without -o the source is printed on stdout.
+The constants are re-checked against their recorded residuals before export.
+
+examples:
+  kernelshape export constants.json --to pytorch -o dks_constants.py
+  kernelshape export constants.json --to jax > dks_jax.py
+  kernelshape export constants.json --to numpy --json -o act.py""",
+}
+
+
+def register(sub: Any) -> None:
+    """The activations, maps, shape and export subcommands."""
+    from kernelshape.export.generate import FRAMEWORKS
+
+    p = command(sub, "activations", "list the built-in activations", EPILOGS["activations"])
+    json_flag(p)
+    p.set_defaults(handler=activations)
+
+    p = command(sub, "maps", "Q and C maps of an activation (optionally transformed)",
+                EPILOGS["maps"])
+    p.add_argument("act", metavar="ACT", help="built-in name or expression in x")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="parameter of a built-in, e.g. negative_slope=0.2 (repeatable)")
+    p.add_argument("--transform", metavar="JSON",
+                   type=json_object("--transform", TRANSFORM_KEYS, numbers=True),
+                   help="transform constants as JSON, keys " + ", ".join(TRANSFORM_KEYS))
+    p.add_argument("--c", metavar="LIST", type=listing(real, "correlations c in [-1, 1]"),
+                   default=[], help="comma-separated c values in [-1, 1] for C(c)")
+    p.add_argument("--q", metavar="LIST", type=listing(real, "second moments q > 0"),
+                   default=[], help="comma-separated q values > 0 for Q(q)")
+    low, high = MAPS_DPS_RANGE
+    p.add_argument("--dps", type=integer(1), metavar="N",
+                   help=f"compute with mpmath at N significant digits ({low}..{high})")
+    json_flag(p)
+    p.set_defaults(handler=maps)
+
+    p = command(sub, "shape", "solve the DKS / TAT / EOC constants of a network",
+                EPILOGS["shape"])
+    p.add_argument("--net", required=True, metavar="SPEC", help="network SPEC or JSON path")
+    p.add_argument("--method", required=True, choices=METHODS)
+    for name, target in TARGETS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=real,
+                       metavar=name.upper()[0],
+                       help=f"{target.meaning} (method {'/'.join(target.methods)}; "
+                            f"{target.range_text(name)}; default {target.default:g})")
+    p.add_argument("--activation", action="append", metavar="ACT",
+                   help="set the activation option of a preset SPEC (built-in name or "
+                        "expression in x)")
+    low, high = DPS_RANGE
+    p.add_argument("--dps", type=integer(1), metavar="N",
+                   help=f"solve and certify with mpmath at N digits ({low}..{high})")
+    p.add_argument("--certify", choices=("float", "mp"),
+                   help="certificate route (default: the solver's)")
+    p.add_argument("--all-solutions", action="store_true",
+                   help="also list the other solutions (e.g. mirrored ones of odd activations)")
+    p.add_argument("-o", "--output", metavar="FILE", help="save the constants document here")
+    json_flag(p)
+    p.set_defaults(handler=shape)
+
+    p = command(sub, "export", "generate framework code from a constants document",
+                EPILOGS["export"])
+    p.add_argument("constants", metavar="CONSTANTS_JSON", help="a saved constants document")
+    p.add_argument("--to", required=True, metavar="FRAMEWORK",
+                   help=f"one of {', '.join(FRAMEWORKS)} (aliases np, torch, tf, keras)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the source here (default stdout)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip re-evaluating the constants' local conditions")
+    json_flag(p)
+    p.set_defaults(handler=export)
+
 
 def emit(args: argparse.Namespace, payload: Mapping[str, Any], text: str,
          dps: int | None = None) -> None:
@@ -48,59 +168,6 @@ def emit(args: argparse.Namespace, payload: Mapping[str, Any], text: str,
         args.emit_json(payload, dps)
     else:
         print(text)
-
-
-def parse_list(text: str | None, option: str, what: str) -> list[float]:
-    """Comma-separated numbers."""
-    if text is None:
-        return []
-    values = []
-    for item in text.split(","):
-        item = item.strip()
-        try:
-            value = float(item)
-        except ValueError:
-            raise UsageError(f"{option}: {item!r} is not a number; give {what} separated by "
-                             f"commas, e.g. {option} 0,0.5,1") from None
-        if not math.isfinite(value):
-            raise UsageError(f"{option}: values must be finite numbers, got {item!r}")
-        values.append(value)
-    return values
-
-
-def parse_transform(text: str) -> dict[str, float]:
-    """The --transform JSON object, checked key by key."""
-    allowed = ", ".join(TRANSFORM_KEYS)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--transform is not valid JSON ({exc.msg} at column {exc.colno}); "
-                         "give an object such as '{\"input_scale\": 1.2, \"output_scale\": "
-                         f"1.5}}' with keys {allowed}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"--transform must be a JSON object with keys {allowed}, "
-                         f"got {type(data).__name__}")
-    unknown = sorted(set(data) - set(TRANSFORM_KEYS))
-    if unknown:
-        raise UsageError(f"--transform has unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
-    for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UsageError(f"--transform {key} must be a number, got {value!r}")
-    return {k: float(v) for k, v in data.items()}
-
-
-def parse_params(items: Sequence[str]) -> dict[str, float]:
-    """--param KEY=VALUE options."""
-    params: dict[str, float] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--param {item!r} is not KEY=VALUE, e.g. --param negative_slope=0.2")
-        try:
-            params[key.strip()] = float(value)
-        except ValueError:
-            raise UsageError(f"--param {key.strip()}: {value!r} is not a number") from None
-    return params
 
 
 def load_network(spec: str) -> Any:
@@ -116,24 +183,9 @@ def with_activation(spec: str, act: str) -> str:
             "=" in spec:
         raise UsageError("--activation sets the activation option of a preset SPEC such as "
                          "mlp:depth=100; for a saved network JSON, edit its activation instead")
-    from kernelshape.topology.spec import split_options
+    from kernelshape.topology.spec import with_option
 
-    name, _, rest = spec.strip().partition(":")
-    options = [o for o in split_options(rest) if o.partition("=")[0].strip() != "activation"]
-    return f"{name}:{','.join([*options, f'activation={act}'])}"
-
-
-def optional_function(module: str, function: str, what: str, issue: str) -> Any:
-    """``module.function`` from a kernelshape module that may not exist yet.
-
-    Raises Unavailable (exit 1, "not available yet") when the module or the function is missing.
-    """
-    if importlib.util.find_spec(module) is None:
-        raise Unavailable(f"{what} is not available yet ({module} is not installed; {issue})")
-    found = getattr(importlib.import_module(module), function, None)
-    if found is None:
-        raise Unavailable(f"{what} is not available yet ({module} has no {function}; {issue})")
-    return found
+    return with_option(spec, "activation", act)
 
 
 # --------------------------------------------------------------------------- activations
@@ -170,19 +222,16 @@ def maps(args: argparse.Namespace) -> int:
     from kernelshape.engine.activations import Transform, activation
     from kernelshape.engine.maps import cmap, local_summary, qmap, route
 
-    cs = parse_list(args.c, "--c", "correlations c in [-1, 1]")
+    cs, qs = args.c, args.q
     bad = [c for c in cs if abs(c) > 1.0]
     if bad:
         raise UsageError(f"--c: correlations must lie in [-1, 1], got {fmt(bad[0])}")
-    qs = parse_list(args.q, "--q", "second moments q > 0")
     bad = [q for q in qs if q <= 0.0]
     if bad:
         raise UsageError(f"--q: second moments must be > 0, got {fmt(bad[0])}")
-    if args.dps is not None and not 5 <= args.dps <= 1000:
-        raise UsageError(f"--dps must be between 5 and 1000, got {args.dps}")
-    act = activation(args.act, **parse_params(args.param))
+    act = activation(args.act, **key_values(args.param, "--param"))
     if args.transform is not None:
-        act = act.transformed(Transform(**parse_transform(args.transform)))
+        act = act.transformed(Transform(**args.transform))
     dps = args.dps
     points = len(cs) + len(qs) + 1
     with Progress(f"local maps of {act.name}") as bar:
@@ -226,31 +275,6 @@ def maps(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- shape
 
-OPTION_METHODS = {"zeta": ("dks",), "tau": ("tat",), "eta": ("tat",)}
-
-
-def _check_targets(args: argparse.Namespace) -> dict[str, float]:
-    """Method options that apply, with their basic ranges (before any solving)."""
-    given = {k: getattr(args, k) for k in OPTION_METHODS if getattr(args, k) is not None}
-    for key, value in given.items():
-        if args.method not in OPTION_METHODS[key]:
-            raise UsageError(f"--{key} applies to --method {'/'.join(OPTION_METHODS[key])} only, "
-                             f"not to {args.method}")
-        if not math.isfinite(value):
-            raise UsageError(f"--{key} must be a finite number, got {value!r}")
-    if "zeta" in given and given["zeta"] <= 1.0:
-        raise UsageError(f"--zeta {fmt(given['zeta'])} is unattainable: the network C map has "
-                         "C'(1) >= 1, with 1 only for a linear network; choose zeta > 1 "
-                         "(default 1.5; smaller is closer to linear)")
-    if "tau" in given and given["tau"] <= 0.0:
-        raise UsageError(f"--tau {fmt(given['tau'])} is unattainable: the network C''(1) must "
-                         "be > 0 for a nonlinear network; choose tau > 0 (default 0.3)")
-    if "eta" in given and not 0.0 < given["eta"] < 1.0:
-        raise UsageError(f"--eta {fmt(given['eta'])} is outside (0, 1): it is the network's "
-                         "C(0) target for Leaky ReLU; choose 0 < eta < 1 (default 0.9)")
-    return given
-
-
 def solution_payload(sol: Any, net: Any, spec: str, seconds: float,
                      output: str | None) -> dict[str, Any]:
     """The JSON view of a Solution (INTERFACE.md keys first)."""
@@ -261,7 +285,7 @@ def solution_payload(sol: Any, net: Any, spec: str, seconds: float,
         "local_targets": {k: dict(v) for k, v in sol.local_targets.items()},
         "residuals": {k: dict(v) for k, v in sol.residuals.items()},
         "max_residual": sol.max_residual,
-        "formulas": formulas(net, sol.params),
+        "formulas": formulas(sol),
         "network": {"spec": getattr(net, "spec", None) or spec,
                     "nonlinear_layers": len(net.nonlinear_nodes)},
         "warnings": list(getattr(sol, "warnings", []) or []),
@@ -274,9 +298,8 @@ def solution_payload(sol: Any, net: Any, spec: str, seconds: float,
     alternatives = getattr(sol, "alternatives", None)
     if alternatives:
         payload["alternatives"] = {k: list(v) for k, v in alternatives.items()}
-    eoc = _eoc_block(sol)
-    if eoc:
-        payload["eoc"] = eoc
+    if sol.eoc:
+        payload["eoc"] = {k: dict(v) for k, v in sol.eoc.items()}
     return payload
 
 
@@ -307,30 +330,9 @@ def network_check(sol: Any, net: Any) -> dict[str, Any] | None:
             "residual": float(value) - float(target)}
 
 
-def _eoc_block(sol: Any) -> dict[str, Any] | None:
-    try:
-        doc = sol.to_document()
-    except Exception:  # noqa: BLE001 (optional extra)
-        return None
-    return doc.get("eoc")
-
-
-def formulas(net: Any, params: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+def formulas(sol: Any) -> dict[str, str]:
     """Key -> formula of the transformed activation."""
-    from kernelshape.engine.activations import Transform
-
-    out = {}
-    for key, act in net.activations.items():
-        p = params.get(key)
-        if p is None:
-            out[key] = act.formula
-            continue
-        t = {k: float(v) for k, v in p.items() if k in TRANSFORM_KEYS}
-        try:
-            out[key] = act.transformed(Transform(**t)).formula
-        except (TypeError, ValueError):
-            out[key] = act.formula
-    return out
+    return {key: sol.transformed(key).formula for key in sol.transforms}
 
 
 def solution_text(payload: Mapping[str, Any], dps: int | None = None) -> str:
@@ -374,17 +376,11 @@ def solution_text(payload: Mapping[str, Any], dps: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def solver() -> Any:
-    """``kernelshape.solve.shape`` (Unavailable until the solver exists)."""
-    return optional_function("kernelshape.solve", "shape", "the solver",
-                             "it lands with issue 4, shaping solvers")
-
-
 def shape(args: argparse.Namespace) -> int:
     """kernelshape shape."""
-    targets = _check_targets(args)
-    if args.dps is not None and not 5 <= args.dps <= 1000:
-        raise UsageError(f"--dps must be between 5 and 1000, got {args.dps}")
+    from kernelshape.solve import shape as solve
+
+    targets = {k: getattr(args, k) for k in TARGETS if getattr(args, k) is not None}
     output = check_output_path(args.output, "constants document") if args.output else None
     spec = args.net
     if args.activation:
@@ -392,8 +388,10 @@ def shape(args: argparse.Namespace) -> int:
             raise UsageError("give --activation once: a preset network has one activation "
                              f"option (got {', '.join(args.activation)})")
         spec = with_activation(spec, args.activation[0])
+    from kernelshape.solve.options import check_targets
+
+    check_targets(args.method, targets)   # before building the network
     net = load_network(spec)
-    shape_fn = solver()
     options: dict[str, Any] = {"method": args.method, **targets}
     if args.dps is not None:
         options["dps"] = args.dps
@@ -402,7 +400,7 @@ def shape(args: argparse.Namespace) -> int:
     if args.all_solutions:
         options["all_solutions"] = True
     with Progress(f"shaping {len(net.nonlinear_nodes)} nonlinear layers ({args.method})") as bar:
-        sol = shape_fn(net, **options)
+        sol = solve(net, **options)
     if output is not None:
         sol.save(output)
     payload = solution_payload(sol, net, spec, bar.elapsed,
@@ -451,97 +449,4 @@ def export(args: argparse.Namespace) -> int:
     text = (f"wrote {output} ({framework}, {payload['bytes']} bytes): method {doc['method']}, "
             f"activations {', '.join(payload['activations'])}")
     emit(args, payload, text)
-    return 0
-
-
-# --------------------------------------------------------------------------- verify / plot
-
-
-def verify(args: argparse.Namespace) -> int:
-    """kernelshape verify: dispatched to ``kernelshape.verify.run_cli(args)``."""
-    run_cli = optional_function("kernelshape.verify", "run_cli", "this command",
-                                "it lands with issue 6, theory checks and plots")
-    return int(run_cli(args) or 0)
-
-
-def plot(args: argparse.Namespace) -> int:
-    """kernelshape plot: dispatched to ``kernelshape.plots.run_cli(args)``."""
-    run_cli = optional_function("kernelshape.plots", "run_cli", "this command",
-                                "it lands with issue 6, theory checks and plots")
-    return int(run_cli(args) or 0)
-
-
-# --------------------------------------------------------------------------- train
-
-
-def _train_result(result: Any, seconds: float) -> dict[str, Any]:
-    history = list(result.history or [])
-    last = history[-1] if history else {}
-    return {"status": result.status, "step": result.step, "message": result.message,
-            "loss": last.get("loss"), "acc": last.get("acc"),
-            "test_loss": result.test_loss, "test_acc": result.test_acc,
-            "out": os.fspath(result.out) if result.out is not None else None,
-            "seconds": round(seconds, 3)}
-
-
-def train(args: argparse.Namespace) -> int:
-    """kernelshape train (reference trainer)."""
-    run_options = ("net", "method", "optimizer", "data", "seed", "out", "constants", "lr",
-                   "batch_size", "dtype", "backend")
-    if args.resume is not None:
-        clash = [o for o in run_options if getattr(args, o) is not None]
-        if clash:
-            names = ", ".join("--" + o.replace("_", "-") for o in clash)
-            raise UsageError(f"--resume continues a saved run with its own settings; drop {names}"
-                             " (only --steps may change)")
-        if not os.path.isdir(args.resume):
-            raise UsageError(f"--resume {args.resume!r}: no such run directory")
-    elif args.net is None:
-        raise UsageError("give --net SPEC to start a run (e.g. --net "
-                         "mlp:depth=20,width=256,input_dim=40,activation=tanh) "
-                         "or --resume DIR to continue one")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr must be a positive number, got {args.lr!r}")
-    from kernelshape.train import resume as resume_run
-    from kernelshape.train import train as train_run
-
-    with Progress("training", enabled=False) as timer:
-        if args.resume is not None:
-            result = resume_run(args.resume, steps=args.steps, progress=None)
-        else:
-            if args.out is not None:
-                check_output_dir(args.out, "run directory")
-            constants = None
-            if args.constants is not None:
-                from kernelshape.constants import load_constants
-
-                constants = load_constants(args.constants)
-            options: dict[str, Any] = {
-                "method": args.method or "dks", "optimizer": args.optimizer or "adam",
-                "data": args.data or "mnist1d", "steps": 1000 if args.steps is None else args.steps,
-                "seed": 0 if args.seed is None else args.seed, "out": args.out,
-                "constants": constants, "lr": args.lr,
-                "batch_size": 128 if args.batch_size is None else args.batch_size,
-                "progress": None,
-            }
-            for name in ("dtype", "backend"):
-                if getattr(args, name) is not None:
-                    options[name] = getattr(args, name)
-            net = load_network(args.net)
-            result = train_run(net, **options)
-    payload = _train_result(result, timer.elapsed)
-    lines = [table(["field", "value"],
-                   [["status", payload["status"]], ["steps", payload["step"]],
-                    ["train loss (last logged)", fmt(payload["loss"])],
-                    ["train accuracy (last logged)", fmt(payload["acc"])],
-                    ["test loss", fmt(payload["test_loss"])],
-                    ["test accuracy", fmt(payload["test_acc"])],
-                    ["wall time", f"{payload['seconds']:.1f} s"],
-                    ["run directory", payload["out"] or "-"]])]
-    if result.status != "completed":
-        lines.append(f"message: {result.message}")
-    emit(args, payload, "\n".join(lines))
-    if result.status != "completed":
-        print(f"kernelshape train: {result.status}: {result.message}", file=sys.stderr)
-        return 1
     return 0

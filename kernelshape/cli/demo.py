@@ -1,10 +1,9 @@
 """``kernelshape demo``: the README's main job on built-in defaults (what ``make demo`` runs).
 
 Shapes a 100-layer tanh MLP and a ResNet-101 (softplus, version 2, shortcut weight 0.6: the
-DKS paper's recommended setting for ResNets with shortcuts) with DKS (zeta = 1.5) and TAT
-(tau = 0.3), prints the constants with their certificates, saves the constants documents,
-exports the ResNet-101 DKS constants to PyTorch and draws the C-map degeneration plot when
-``kernelshape.plots`` exists.
+DKS paper's recommended setting for ResNets with shortcuts) with DKS and TAT at their default
+targets, prints the constants with their certificates, saves the constants documents,
+exports the ResNet-101 DKS constants to PyTorch and draws the C-map degeneration plot.
 """
 
 from __future__ import annotations
@@ -14,47 +13,47 @@ import os
 import shutil
 from typing import Any
 
-from kernelshape.cli.commands import (
-    load_network,
-    optional_function,
-    solution_payload,
-    solution_text,
-    solver,
-)
-from kernelshape.cli.output import Progress, Unavailable, check_output_dir, fmt_short, table
+from kernelshape.cli.arguments import command
+from kernelshape.cli.commands import load_network, solution_payload, solution_text
+from kernelshape.cli.output import Progress, check_output_dir, fmt_short, table
 
 NETWORKS = (
     ("mlp100-tanh", "mlp:depth=100,activation=tanh"),
     ("resnet101-softplus", "resnet:depth=101,shortcut_weight=0.6,version=2,activation=softplus"),
 )
-METHODS = (("dks", {"zeta": 1.5}), ("tat", {"tau": 0.3}))
+METHODS = ("dks", "tat")  # at their default targets
 MAIN_DOCUMENT = ("resnet101-softplus", "dks")
 DEGENERATION_PLOT = "cmap-degeneration"
 
 
-def _plot(out: str) -> str:
-    """Draw the degeneration plot with kernelshape.plots, or say why not."""
-    try:
-        run_cli = optional_function("kernelshape.plots", "run_cli", "the C-map degeneration "
-                                    "plot", "it lands with issue 6, theory checks and plots")
-    except Unavailable as exc:
-        return f"plot: skipped: {exc}"
-    path = os.path.join(out, "cmap_degeneration.png")
-    args = argparse.Namespace(command="plot", name=DEGENERATION_PLOT, output=path, extra=[],
-                              json=False, emit_json=None)
-    code = run_cli(args)
-    if code:
-        return f"plot: kernelshape.plots exited with code {code}"
-    return f"plot: wrote {path}"
+EPILOG = """\
+Shapes a 100-layer tanh MLP and a ResNet-101 (softplus, version 2, shortcut weight 0.6)
+with DKS and TAT at their default targets, prints the constants with their certificates, and
+writes into --out (default demo-out): one constants document per network and method,
+constants.json (the ResNet-101 DKS document), constants_pytorch.py exported from it, and
+the C-map degeneration plot.
+
+examples:
+  kernelshape demo
+  kernelshape demo --out /tmp/demo"""
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "demo", "shape a deep MLP and a ResNet-101 and write their constants",
+                EPILOG)
+    p.add_argument("--out", default="demo-out", metavar="DIR",
+                   help="output directory (default demo-out)")
+    p.set_defaults(handler=run, json=False)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; every file goes under ``args.out``."""
     out = args.out
     check_output_dir(out, "demo output directory")
-    shape = solver()
     os.makedirs(out, exist_ok=True)
     from kernelshape.export import export_to_file
+    from kernelshape.plots import draw
+    from kernelshape.solve import shape
 
     summary: list[list[str]] = []
     saved: dict[tuple[str, str], str] = {}
@@ -62,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     for name, spec in NETWORKS:
         with Progress(f"building {name}"):
             net = load_network(spec)
-        for method, targets in METHODS:
+        for method in METHODS:
             step += 1
             print(f"== [{step}/{total}] {method.upper()} on {name} ==", flush=True)
             with Progress(f"shaping {name} with {method}") as bar:
-                sol = shape(net, method=method, **targets)
+                sol = shape(net, method=method)
             path = os.path.join(out, f"{name}-{method}.json")
             sol.save(path)
             saved[(name, method)] = path
@@ -88,5 +87,8 @@ def run(args: argparse.Namespace) -> int:
           f"{', '.join(os.path.basename(p) for p in saved.values())} in {out}")
     print(f"wrote {torch_file} (PyTorch: get_activation, scaled_uniform_orthogonal_, "
           "per_location_normalization)")
-    print(_plot(out))
+    path = os.path.join(out, "cmap_degeneration.png")
+    draw(DEGENERATION_PLOT, path)
+    print(f"plot: wrote {path}")
     return 0
+

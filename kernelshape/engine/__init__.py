@@ -12,5 +12,7 @@
 | ``maps`` | ``qmap``, ``cmap``, ``local_summary`` (route dispatch) |
 | ``precise`` | the mpmath route (``dps=N``) |
 
-Nothing here imports the rest of kernelshape.
+Nothing here imports the rest of kernelshape, and importing the package itself loads nothing.
 """
+
+DPS_RANGE = (5, 1000)  # the digits ``dps=N`` map evaluations accept (mpmath route)

@@ -27,6 +27,7 @@ from functools import cache
 import mpmath as mp
 import numpy as np
 
+from kernelshape.engine import DPS_RANGE
 from kernelshape.engine.activations import Activation
 from kernelshape.engine.quadrature import FEATURE_RANGE, Scaled, _envelope_range, _outer_breaks
 from kernelshape.engine.symbolic import density_weight, q_derivative_weight
@@ -38,8 +39,9 @@ LOG10_E = math.log10(math.e)
 
 
 def _check_dps(dps: int) -> int:
-    if isinstance(dps, bool) or not isinstance(dps, int | np.integer) or not 5 <= dps <= 1000:
-        raise ValueError(f"dps must be an integer between 5 and 1000, got {dps!r}")
+    low, high = DPS_RANGE
+    if isinstance(dps, bool) or not isinstance(dps, int | np.integer) or not low <= dps <= high:
+        raise ValueError(f"dps must be an integer between {low} and {high}, got {dps!r}")
     return int(dps)
 
 

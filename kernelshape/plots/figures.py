@@ -2,8 +2,8 @@
 
 Every network map here comes from the topology (``Network.cmap`` / ``kernel_states``) with the
 solver's transforms, except the EOC chains with nonzero bias variance, which follow the
-pre-activation recursion of :func:`kernelshape.verify.networks.eoc_chain_states` (a random bias
-adds ``s_b^2`` to both q and the cross-kernel, which no activation transform can express).
+pre-activation recursion of :func:`kernelshape.solve.eoc_chain_states` (a random bias adds
+``s_b^2`` to both q and the cross-kernel, which no activation transform can express).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from kernelshape.plots.style import CYCLE, LINESTYLES, MARKERS, OKABE_ITO, REFERENCE, new_figure
+from kernelshape.solve.options import default
 
 DEPTHS = (1, 2, 5, 10, 20, 50, 100)
 EOC_BIAS_VARIANCE = 0.05
-ZETA, TAU, ETA = 1.5, 0.3, 0.9
+ZETA, TAU, ETA = default("zeta"), default("tau"), default("eta")
 
 
 class SkipFigure(Exception):
@@ -74,10 +75,10 @@ def _eoc(act: str, bias_variance: float) -> tuple[float, float]:
 
 def _eoc_states(act: str, depth: int, c: np.ndarray) -> list[tuple[float, np.ndarray]]:
     from kernelshape.engine.activations import activation
-    from kernelshape.verify.networks import eoc_chain_states
+    from kernelshape.solve import eoc_chain_states
 
     sw2, q_star = _eoc(act, EOC_BIAS_VARIANCE)
-    return eoc_chain_states(activation(act), depth, sw2, EOC_BIAS_VARIANCE, c, q_pre=q_star)
+    return eoc_chain_states(activation(act), depth, sw2, EOC_BIAS_VARIANCE, c, q_star)
 
 
 def _identity(ax: Axes, lo: float = -1.0, hi: float = 1.0, label: str | None = "identity") -> None:
@@ -273,7 +274,6 @@ def draw_c_propagation(opts: PlotOptions) -> Figure:
 # --------------------------------------------------------------------------- theorem13
 
 def _theorem13_rows(quick: bool) -> tuple[list, list]:
-    from kernelshape.verify.networks import shape_network
     from kernelshape.verify.theorem13 import theorem13
 
     zetas = (1.2, 2.0) if quick else (1.05, 1.2, 1.5, 2.0, 3.0)
@@ -282,15 +282,13 @@ def _theorem13_rows(quick: bool) -> tuple[list, list]:
     dks = []
     for d in depths:
         for z in zetas:
-            shaped = shape_network(_mlp(d, "tanh"), "dks", zeta=z)
-            dks.append((d, z, theorem13(None, shaped=shaped, n=n).subnets[0].check))
+            dks.append((d, z, theorem13(_mlp(d, "tanh"), "dks", zeta=z, n=n).subnets[0].check))
     others = []
     general = [("ReLU, He", "relu", "none"), ("tanh, LeCun", "tanh", "none"),
                ("tanh, TAT τ = 0.3", "tanh", "tat")]
     for label, act, method in general:
         for d in ((2,) if quick else (1, 3, 10, 30)):
-            shaped = shape_network(_mlp(d, act), method)
-            others.append((label, d, theorem13(None, shaped=shaped, n=n).subnets[0].check))
+            others.append((label, d, theorem13(_mlp(d, act), method, n=n).subnets[0].check))
     return dks, others
 
 
@@ -357,7 +355,8 @@ def draw_theorem13(opts: PlotOptions) -> Figure:
 
 def draw_theorem27(opts: PlotOptions) -> Figure:
     """Per-layer NTK deviation from x'x/d0 against 11(ζ − 1), and Θ_i(c) for one network."""
-    from kernelshape.verify.networks import Shaped, load, shape_network, with_option
+    from kernelshape.solve import shape
+    from kernelshape.topology import parse_spec
     from kernelshape.verify.theorem27 import (
         empirical_check,
         empirical_per_layer_ntk,
@@ -374,10 +373,11 @@ def draw_theorem27(opts: PlotOptions) -> Figure:
     for i, d in enumerate(depths):
         spec = f"mlp:depth={d},width={width},input_dim=64,num_classes=10,activation=tanh"
         inf, emp = [], []
+        net = parse_spec(spec)
         for z in zetas:
-            shaped = shape_network(spec, "dks", zeta=z)
-            inf.append(infinite_check(shaped, 129 if opts.quick else 257).max_dev)
-            emp.append(empirical_check(shaped, cos, 0).max_dev)
+            transforms = shape(net, "dks", zeta=z).transforms
+            inf.append(infinite_check(net, transforms, z, 129 if opts.quick else 257).max_dev)
+            emp.append(empirical_check(net, transforms, z, cos, 0).max_dev)
         x = np.array(zetas) - 1.0
         ax1.plot(x, inf, color=CYCLE[i], marker=MARKERS[i], label=f"L = {d}, infinite width")
         ax1.plot(x, emp, color=CYCLE[i], marker=MARKERS[i], ls="none", mfc="none", ms=10,
@@ -390,12 +390,11 @@ def draw_theorem27(opts: PlotOptions) -> Figure:
     ax1.legend(loc="upper left")
     d, z = (3, 1.5) if opts.quick else (10, 1.5)
     spec = f"mlp:depth={d},width={width},input_dim=64,num_classes=10,activation=tanh"
-    shaped = shape_network(spec, "dks", zeta=z)
+    net = parse_spec(spec)
+    transforms = shape(net, "dks", zeta=z).transforms
     c = np.linspace(-1.0, 1.0, 101)
-    theta = per_layer_ntk(shaped.net, shaped.transforms, c)
-    sized = Shaped(load(with_option(spec, "width", width))[0], spec, "dks", shaped.targets,
-                   shaped.transforms)
-    emp = empirical_per_layer_ntk(sized.net, sized.transforms, cos, 0)
+    theta = per_layer_ntk(net, transforms, c)
+    emp = empirical_per_layer_ntk(net, transforms, cos, 0)
     names = list(theta)
     pick = sorted({0, len(names) // 2, len(names) - 2, len(names) - 1})
     _identity(ax2, label=r"$x^\top x'/d_0 = c$")

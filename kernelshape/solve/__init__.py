@@ -1,7 +1,35 @@
-"""Shaping solvers: DKS, TAT and EOC constants with independent certificates."""
+"""Shaping solvers: DKS, TAT and EOC constants with independent certificates.
 
-from kernelshape.solve.network_targets import InfeasibleError
-from kernelshape.solve.shape import METHODS, shape
-from kernelshape.solve.solution import Solution
+``shape(net, method, **targets)`` -> ``Solution``; what the solver accepts (methods, targets,
+defaults, ranges) is ``kernelshape.solve.options``, which imports no numerics (the command
+line reads it while building its parser). Names are imported lazily.
+"""
 
-__all__ = ["METHODS", "InfeasibleError", "Solution", "shape"]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "DPS_RANGE": "kernelshape.solve.options",
+    "METHODS": "kernelshape.solve.options",
+    "TARGETS": "kernelshape.solve.options",
+    "Shapeable": "kernelshape.solve.options",
+    "InfeasibleError": "kernelshape.solve.options",
+    "Solution": "kernelshape.solve.solution",
+    "edge_of_chaos": "kernelshape.solve.eoc",
+    "eoc_chain_states": "kernelshape.solve.eoc",
+    "shape": "kernelshape.solve.solver",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kernelshape.solve' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

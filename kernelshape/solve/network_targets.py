@@ -15,9 +15,7 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-
-class InfeasibleError(ValueError):
-    """The requested targets cannot be met; the message names the nearest feasible value."""
+from kernelshape.solve.options import InfeasibleError, check_targets
 
 
 def leaky_relu_cmap(c: np.ndarray | float, slope: float) -> np.ndarray | float:
@@ -49,25 +47,19 @@ def _increasing_root(fn, target: float, lo: float, start: float) -> float:
 
 def dks_local_slope(net, zeta: float) -> float:
     """``xi`` such that ``net.max_slope(xi) = zeta`` (zeta > 1)."""
-    if not (isinstance(zeta, int | float) and math.isfinite(zeta)) or zeta <= 1.0:
-        raise InfeasibleError(
-            f"zeta must be a number > 1 (zeta = 1 would force every C map to be the identity, "
-            f"i.e. a linear network); got {zeta!r}; the usual choice is 1.5")
+    zeta = check_targets("dks", {"zeta": zeta})["zeta"]
     return _increasing_root(lambda x: float(net.max_slope(x)), zeta, 1.0, zeta)
 
 
 def tat_local_curvature(net, tau: float) -> float:
     """``tau_local`` such that ``net.max_curvature(tau_local) = tau`` (tau > 0)."""
-    if not (isinstance(tau, int | float) and math.isfinite(tau)) or tau <= 0.0:
-        raise InfeasibleError(f"tau must be a number > 0; got {tau!r}; the usual choice is 0.3")
+    tau = check_targets("tat", {"tau": tau})["tau"]
     return _increasing_root(lambda t: float(net.max_curvature(t)), tau, 0.0, tau)
 
 
 def tat_leaky_slope(net, eta: float) -> tuple[float, float]:
     """(slope a, achieved M) with ``M(0, C_a) = eta``; infeasible when ReLU cannot reach eta."""
-    if not (isinstance(eta, int | float) and math.isfinite(eta)) or not 0.0 < eta < 1.0:
-        raise InfeasibleError(f"eta must lie strictly between 0 and 1; got {eta!r}; "
-                              "the usual choice is 0.9")
+    eta = check_targets("tat", {"eta": eta})["eta"]
 
     def value(a: float) -> float:
         return float(net.subnet_max(0.0, lambda c: leaky_relu_cmap(c, a)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,26 @@ class Solution:
     @property
     def max_residual(self) -> float:
         return max((abs(v) for r in self.residuals.values() for v in r.values()), default=0.0)
+
+    def network_transforms(self) -> dict[str, Transform]:
+        """Transforms under which the network's kernel maps (zero-bias layers that preserve q)
+        describe this solution's initialization: the solved transforms; for EOC without
+        biases ``input_scale = sigma_w`` (a weight variance ``sigma_w^2`` scales every
+        pre-activation; exact for chains). EOC with biases has no such description."""
+        if self.method != "eoc":
+            return dict(self.transforms)
+        assert self.eoc is not None
+        if any(v["bias_variance"] != 0.0 for v in self.eoc.values()):
+            raise ValueError("EOC with bias variance has no description as activation "
+                             "transforms of the network (the biases add to q and to the "
+                             "kernel); use kernelshape.solve.eoc_chain_states for chains")
+        nodes = getattr(self.network, "nodes", ())
+        if any(len(n.parents) > 1 or n.layer.role == "normalize" for n in nodes):
+            raise ValueError("EOC weight variances are modelled as activation transforms "
+                             "exactly only for chains (Dense -> activation -> ...); this "
+                             "network has sums, concatenations or LayerNorm")
+        return {k: Transform(input_scale=math.sqrt(v["weight_variance"]))
+                for k, v in self.eoc.items()}
 
     def transformed(self, key: str) -> Activation:
         """The transformed activation for ``key``."""

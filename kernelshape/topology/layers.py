@@ -3,9 +3,12 @@
 Each layer is a small frozen dataclass that knows
 * its output shape (``output_shape``; shapes exclude the batch axis, channels last),
 * its kernel map (``kernel_fn``: the ``KernelState`` of its inputs -> that of its output),
+* its parameters' shapes (``param_shapes``; what they compute at finite width is in
+  ``kernelshape.topology.apply`` and the JAX trainer, one rule per layer class),
 * its ``role`` in the subnetwork C-map program: ``"linear"`` (maps are the identity),
   ``"nonlinear"`` (local Q/C maps of an activation), ``"normalize"`` (LayerNorm: q -> 1),
-  ``"mix"`` (weighted average of its operands) or ``"unsupported"``.
+  ``"mix"`` (weighted average of its operands), ``"batchnorm"`` (trainer only: no kernel map,
+  ``kernel_refusal`` says why) or ``"unsupported"`` (refused in any network).
 
 Layers compare by identity (``eq=False``): using the *same object* twice in a description means
 shared weights.
@@ -59,6 +62,8 @@ class Layer:
     auto_name: ClassVar[str] = "layer"
     has_weights: ClassVar[bool] = False  # owns trainable parameters (can be shared)
     arity: ClassVar[int | None] = 1  # number of inputs; None = one or more
+    #: why the layer has no kernel map although networks may contain it (trainer-only layers)
+    kernel_refusal: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         if self.name is not None and (not isinstance(self.name, str) or not self.name
@@ -82,6 +87,10 @@ class Layer:
                   activations: Mapping[str, Activation]) -> KernelState:
         """Kernel map of the layer (identity by default)."""
         return inputs[0]
+
+    def param_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        """Shapes of the layer's parameters for an input of ``input_shape`` (none by default)."""
+        return ()
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if v is not None)
@@ -133,6 +142,10 @@ class Dense(Layer):
     def output_shape(self, input_shapes: Sequence[Shape]) -> Shape:
         return input_shapes[0][:-1] + (self.width,)
 
+    def param_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        """``W`` (fan_in, width) and ``b`` (width,): ``y = x W + b`` per location."""
+        return (input_shape[-1], self.width), (self.width,)
+
 
 @dataclass(frozen=True, eq=False)
 class Conv(Layer):
@@ -166,14 +179,30 @@ class Conv(Layer):
         return (_per_axis(self.kernel_size, ndim, "Conv kernel_size"),
                 _per_axis(self.stride, ndim, "Conv stride"))
 
+    def output_spatial(self, spatial: Shape) -> Shape:
+        """'SAME' output sizes ``ceil(size / stride)``."""
+        _, stride = self.spatial_params(len(spatial))
+        return tuple(-(-size // s) for size, s in zip(spatial, stride, strict=True))
+
+    def padding(self, spatial: Shape) -> tuple[tuple[int, int], ...]:
+        """'SAME' zero padding (before, after) per spatial axis: the total
+        ``max((out - 1) stride + kernel - size, 0)``, the larger half after."""
+        kernel, stride = self.spatial_params(len(spatial))
+        pads = [max((o - 1) * st + k - n, 0) for o, st, k, n in
+                zip(self.output_spatial(spatial), stride, kernel, spatial, strict=True)]
+        return tuple((p // 2, p - p // 2) for p in pads)
+
     def output_shape(self, input_shapes: Sequence[Shape]) -> Shape:
         shape = input_shapes[0]
         if len(shape) < 2:
             raise ValueError(f"Conv needs spatial axes but its input has shape {shape}; "
                              "use Dense for inputs without spatial axes")
-        _, stride = self.spatial_params(len(shape) - 1)
-        spatial = tuple(-(-size // s) for size, s in zip(shape[:-1], stride, strict=True))
-        return spatial + (self.channels,)
+        return self.output_spatial(shape[:-1]) + (self.channels,)
+
+    def param_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        """``W`` (*kernel_size, c_in, channels) and ``b`` (channels,)."""
+        kernel, _ = self.spatial_params(len(input_shape) - 1)
+        return (*kernel, input_shape[-1], self.channels), (self.channels,)
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,7 +296,8 @@ def _chain(outer_derivative: Any, inner_jet: tuple[np.ndarray, ...]) -> tuple[np
 
 @dataclass(frozen=True, eq=False)
 class LayerNorm(Layer):
-    """Normalizes each location's feature vector: ``x / sqrt(mean(x^2))`` (then scale, offset).
+    """Normalizes each location's feature vector: ``x / sqrt(mean(x^2))`` (then scale, offset;
+    RMS normalization, no mean subtraction).
 
     Kernel map: ``q -> 1``, c unchanged (exact for channel-mean-zero inputs, which C(0) = 0 and
     a preceding zero-mean linear layer give).
@@ -276,6 +306,11 @@ class LayerNorm(Layer):
     role: ClassVar[str] = "normalize"
     auto_name: ClassVar[str] = "layernorm"
     has_weights: ClassVar[bool] = True
+    EPS: ClassVar[float] = 1e-6  # finite width: x / sqrt(mean(x^2) + EPS)
+
+    def param_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        """Per-channel ``scale`` (init 1) and ``offset`` (init 0)."""
+        return (input_shape[-1],), (input_shape[-1],)
 
     def kernel_fn(self, inputs: Sequence[KernelState],
                   activations: Mapping[str, Activation]) -> KernelState:
@@ -392,13 +427,40 @@ class Unsupported(Layer):
 
 
 @dataclass(frozen=True, eq=False)
-class BatchNorm(Unsupported):
-    """Batch normalization (rejected)."""
+class BatchNorm(Layer):
+    """Batch normalization per channel: ``(x - mean) / sqrt(var + eps)`` with batch statistics
+    in training (running statistics, updated with ``momentum``, in evaluation), then scale
+    and offset. Trainer only (the ResNet-BN baseline): it couples the examples of a batch, so
+    it has no kernel map, and networks containing it cannot be shaped or checked."""
 
-    reason: ClassVar[str] = ("BatchNorm couples the examples of a batch, so it has no per-pair "
-                             "kernel map and DKS/TAT do not cover it")
-    alternative: ClassVar[str] = ("use LayerNorm (maps q to 1 per example), or no normalization "
-                                  "layer with per-location normalization of the data")
+    momentum: float = 0.9
+    eps: float = 1e-5
+    role: ClassVar[str] = "batchnorm"
+    auto_name: ClassVar[str] = "batchnorm"
+    has_weights: ClassVar[bool] = True
+    kernel_refusal: ClassVar[str] = (
+        "BatchNorm couples the examples of a batch, so it has no per-pair kernel map and "
+        "DKS/TAT do not cover it; use LayerNorm (maps q to 1 per example), or no normalization "
+        "layer with per-location normalization of the data")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("momentum", "eps"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and (0.0 <= value < 1.0 if key == "momentum"
+                                              else value > 0.0)):
+                what = "in [0, 1)" if key == "momentum" else "> 0"
+                raise ValueError(f"BatchNorm {key} must be a number {what}, got {value!r}")
+            object.__setattr__(self, key, float(value))
+
+    def param_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        """Per-channel ``scale`` (init 1) and ``offset`` (init 0)."""
+        return (input_shape[-1],), (input_shape[-1],)
+
+    def kernel_fn(self, inputs: Sequence[KernelState],
+                  activations: Mapping[str, Activation]) -> KernelState:
+        raise ValueError(self.kernel_refusal)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,5 +1,6 @@
 """Preset networks (``ks.nets``): mlp, convnet, resnet (official modified-ResNet family),
-wide_resnet. Each returns a validated ``Network`` whose ``spec`` reproduces it.
+wide_resnet, and resnet_bn (the BatchNorm baseline the trainer compares against). Each returns
+a validated ``Network`` whose ``spec`` reproduces it.
 
 Depth convention: ``mlp(depth=D)`` / ``convnet(depth=D)`` have D nonlinear layers (D blocks of
 linear layer -> activation) and a Dense readout. ``resnet(depth)`` uses the standard names.
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from kernelshape.topology.combinators import Description, Repeat, Residual, Serial
-from kernelshape.topology.layers import Conv, Dense, GlobalAvgPool, Nonlinearity
+from kernelshape.topology.combinators import Description, Identity, Repeat, Residual, Serial, Sum
+from kernelshape.topology.layers import BatchNorm, Conv, Dense, GlobalAvgPool, Layer, Nonlinearity
 from kernelshape.topology.network import Network, network
 
 if TYPE_CHECKING:
@@ -189,6 +190,62 @@ def wide_resnet(depth: int = 28, widen_factor: int = 10, version: int = 2,
     return network(body, tuple(input_shape), name=f"wrn-{depth}-{widen_factor}", spec=spec)
 
 
-PRESETS = {"mlp": mlp, "convnet": convnet, "resnet": resnet, "wide_resnet": wide_resnet}
+def resnet_bn(depth: int, width: int = 256, activation: str | Activation = DEFAULT_ACTIVATION,
+              input_shape: tuple[int, ...] = (784,), num_classes: int = 10,
+              kernel_size: int = 3) -> Network:
+    """The ResNet-with-BatchNorm baseline of an ``mlp`` / ``convnet`` of the same depth and
+    width (trainer only: BatchNorm has no kernel map, so this network cannot be shaped).
 
-__all__ = ["PRESETS", "RESNET_CONFIGS", "convnet", "mlp", "resnet", "wide_resnet"]
+    A stem ``Dense(width)`` (``Conv(width, kernel_size)`` for inputs with spatial axes), then
+    ``depth - 1`` pre-activation residual units ``h + L(act(BN(h)))`` (plain, unnormalized
+    sums with identity shortcuts, He et al. 2016 v2), then ``act(BN(h))``, global average
+    pooling for spatial inputs, and ``Dense(num_classes)``: ``depth`` activations, as in the
+    chain presets."""
+    _depth(depth, "resnet_bn")
+    shape = tuple(input_shape)
+    spatial = len(shape) > 1
+
+    def linear(name: str) -> Layer:
+        return Conv(width, kernel_size, name=name) if spatial else Dense(width, name=name)
+
+    unit = Sum(Serial(BatchNorm(name="bn"), Nonlinearity(activation, name="act"),
+                      linear("linear")), Identity(), weights=(1.0, 1.0), name="unit")
+    head: list[Description] = [BatchNorm(name="bn"), Nonlinearity(activation, name="act")]
+    if spatial:
+        head.append(GlobalAvgPool(name="pool"))
+    body = Serial(linear("stem"), Repeat(unit, depth - 1, name="block"),
+                  Serial(*head, Dense(num_classes, name="readout"), name="head"))
+    spec = _spec("resnet_bn", activation, depth=depth, width=width, input_shape=shape,
+                 num_classes=num_classes, kernel_size=kernel_size)
+    return network(body, shape, name=f"resnet_bn-{depth}", spec=spec)
+
+
+def resnet_bn_for(net: Network) -> Network:
+    """:func:`resnet_bn` with the depth, width, activation, input shape and classes of a chain
+    network ``net`` (an ``mlp`` or a ``convnet``: linear -> activation blocks of one width,
+    stride 1, then the readout)."""
+    hidden = [n for n in net.nodes if isinstance(n.layer, Dense | Conv)][:-1]
+    acts = net.nonlinear_nodes
+    readout = net.node(net.outputs[0])
+    kinds = {(type(n.layer), n.shape[-1], getattr(n.layer, "kernel_size", 3),
+              getattr(n.layer, "stride", 1)) for n in hidden}
+    kind = next(iter(kinds)) if len(kinds) == 1 else None
+    stride = kind[3] if kind is not None else 1
+    strides = stride if isinstance(stride, tuple) else (stride,)
+    if (kind is None or any(len(n.parents) > 1 for n in net.nodes) or len(hidden) != len(acts)
+            or not isinstance(readout.layer, Dense) or len(net.activations) != 1
+            or any(stride != 1 for stride in strides)):
+        raise ValueError("the ResNet-BN baseline is built for chain networks of "
+                         "(Dense|Conv of one width, stride 1, activation) blocks and a Dense "
+                         f"readout, such as the mlp and convnet presets; {net!r} is not one")
+    _, width, kernel, _ = kind
+    activation = acts[0].layer.activation  # type: ignore[attr-defined]
+    return resnet_bn(len(acts), width, activation, net.input_shape, readout.shape[-1],
+                     kernel if isinstance(kernel, int) else kernel[0])
+
+
+PRESETS = {"mlp": mlp, "convnet": convnet, "resnet": resnet, "wide_resnet": wide_resnet,
+           "resnet_bn": resnet_bn}
+
+__all__ = ["PRESETS", "RESNET_CONFIGS", "convnet", "mlp", "resnet", "resnet_bn", "resnet_bn_for",
+           "wide_resnet"]

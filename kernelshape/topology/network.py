@@ -17,11 +17,11 @@ import numpy as np
 
 from kernelshape.topology.build import expand
 from kernelshape.topology.combinators import Description
-from kernelshape.topology.graph import INPUT_ID, Node
-from kernelshape.topology.layers import Nonlinearity, Shape
+from kernelshape.topology.graph import INPUT_ID, Node, ancestors_until
+from kernelshape.topology.layers import Input, Nonlinearity, Shape
 from kernelshape.topology.state import KernelState
 from kernelshape.topology.subnetworks import SubnetFunctions, Subnetwork
-from kernelshape.topology.validation import validate
+from kernelshape.topology.validation import kernel_refusal, validate
 
 if TYPE_CHECKING:
     from kernelshape.engine.activations import Activation, Transform
@@ -56,6 +56,8 @@ class Network:
         self.name = name
         self.spec = spec
         self._override = subnet_max_override
+        #: why this network has no kernel maps (a trainer-only layer such as BatchNorm), or None
+        self.kernel_refusal = kernel_refusal(self._nodes)
 
     # --- structure ------------------------------------------------------------------------
     @property
@@ -76,6 +78,20 @@ class Network:
             return self._by_id[node_id]
         except KeyError:
             raise ValueError(f"no node {node_id!r} in the network") from None
+
+    def with_input_shape(self, input_shape: Shape | int) -> Network:
+        """The same description applied to inputs of another shape (e.g. with Per-Location
+        Normalization's extra channel); shapes are re-derived and re-checked."""
+        shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+        nodes = [Node(INPUT_ID, Input(shape), ()) if n.id == INPUT_ID else
+                 Node(n.id, n.layer, n.parents, share=n.share) for n in self._nodes]
+        return Network(nodes, self._outputs, name=self.name, spec=self.spec,
+                       subnet_max_override=self._override)
+
+    def check_kernel(self) -> None:
+        """Raise ValueError if the network has no kernel maps (:attr:`kernel_refusal`)."""
+        if self.kernel_refusal is not None:
+            raise ValueError(self.kernel_refusal)
 
     def children(self, node_id: str) -> tuple[str, ...]:
         """Ids of the nodes that take ``node_id``'s output as an input."""
@@ -174,15 +190,23 @@ class Network:
         return self._outputs[0]
 
     def _propagate(self, start: KernelState, transforms: Mapping[str, Transform] | None,
-                   target: str | None) -> dict[str, KernelState]:
-        """Run every layer's ``kernel_fn`` in order; keep all states or only ``target``'s."""
+                   target: str | None, origin: str = INPUT_ID) -> dict[str, KernelState]:
+        """Run every layer's ``kernel_fn`` in order from ``start``, the state at node
+        ``origin`` (the input, or the start of a subnetwork: then only the nodes on paths from
+        ``origin`` to ``target`` run); keep all states or only ``target``'s."""
+        self.check_kernel()
         acts = self.transformed_activations(transforms)
+        nodes = self._nodes[1:]
+        if origin != INPUT_ID:
+            assert target is not None
+            members = ancestors_until(target, origin, {n.id: n.parents for n in self._nodes})
+            nodes = tuple(n for n in self._nodes if n.id in members and n.id != origin)
         remaining = {node.id: 0 for node in self._nodes}
-        for node in self._nodes:
+        for node in nodes:
             for parent in node.parents:
                 remaining[parent] += 1
-        states: dict[str, KernelState] = {INPUT_ID: start}
-        for node in self._nodes[1:]:
+        states: dict[str, KernelState] = {origin: start}
+        for node in nodes:
             inputs = [states[p] for p in node.parents]
             states[node.id] = node.layer.kernel_fn(inputs, acts)
             if target is not None:
@@ -194,14 +218,43 @@ class Network:
                 return {target: states[target]}
         return states if target is None else {target: states[target]}
 
+    def q_values(self, q_in: float = 1.0, *,
+                 transforms: Mapping[str, Transform] | None = None) -> dict[str, float]:
+        """q of every node for network inputs with ``q = q_in`` (Q maps only: cheap)."""
+        q = np.asarray(float(q_in))
+        states = self._propagate(KernelState(q, q, None), transforms, None)
+        return {k: float(np.asarray(v.q1)) for k, v in states.items()}
+
+    def subnetwork_cmap(self, sub: Subnetwork, c: Any, *,
+                        transforms: Mapping[str, Transform] | None = None,
+                        q_in: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """``(C_f(c), C_f'(c))`` of subnetwork ``sub`` at the points ``c``: the layers' kernel
+        maps from ``sub.start`` to ``sub.end``, both inputs at the q the network gives
+        ``sub.start`` for network inputs with ``q = q_in`` (the map the DKS theorems use)."""
+        c = np.asarray(c, dtype=float)
+        q = np.asarray(self.q_values(q_in, transforms=transforms)[sub.start])
+        one = np.ones_like(c)
+        state = self._propagate(KernelState(q, q, c, (one,)), transforms, sub.end,
+                                sub.start)[sub.end]
+        value = np.broadcast_to(np.asarray(state.c, dtype=float), c.shape)
+        slope = np.broadcast_to(np.asarray(state.c_jet[0], dtype=float), c.shape)
+        return np.array(value), np.array(slope)
+
     # --- subnetworks ----------------------------------------------------------------------
     @cached_property
     def _subnet(self) -> SubnetFunctions:
+        self.check_kernel()
         return SubnetFunctions(self._nodes, self._outputs)
 
-    def subnetworks(self) -> tuple[Subnetwork, ...]:
-        """The subnetworks that ``subnet_max`` maximizes over (see docs/topology.md)."""
-        return self._subnet.subnetworks
+    def subnetworks(self, prefixes: bool = False) -> tuple[Subnetwork, ...]:
+        """The subnetworks that ``subnet_max`` maximizes over (see docs/topology.md), and
+        with ``prefixes`` the input -> every nonlinear layer not already an end."""
+        subs = self._subnet.subnetworks
+        if not prefixes:
+            return subs
+        ends = {s.end for s in subs if s.start == INPUT_ID}
+        return subs + tuple(Subnetwork("prefix", INPUT_ID, n.id) for n in self.nonlinear_nodes
+                            if n.id not in ends)
 
     def subnet_values(self, x: Any, r: Callable) -> dict[str, np.ndarray | float]:
         """Label -> value of each subnetwork's C-map program started at ``x`` with local map r."""
@@ -213,18 +266,21 @@ class Network:
     def subnet_max(self, x: Any, r: Callable) -> np.ndarray | float:
         """``M_{f,r}(x)``: max over subnetworks of the C-map program from x with every nonlinear
         layer replaced by r (r must accept arrays when x is an array)."""
+        self.check_kernel()
         if self._override is not None:
             return _elementwise(lambda v: self._override(v, r), x)  # type: ignore[misc]
         return _plain(self._subnet.subnet_max(_input(x), r))
 
     def max_slope(self, xi: Any) -> np.ndarray | float:
         """Maximal slope function ``mu(xi) = M_{f, y -> xi*y}(1)`` (vectorized over xi)."""
+        self.check_kernel()
         if self._override is not None:
             return _elementwise(lambda v: self._override(1.0, lambda y: v * y), xi)  # type: ignore[misc]
         return _plain(self._subnet.max_slope(xi))
 
     def max_curvature(self, tau: Any) -> np.ndarray | float:
         """Maximal curvature function ``M_{f, y -> y + tau}(0)`` (vectorized over tau)."""
+        self.check_kernel()
         if self._override is not None:
             return _elementwise(lambda v: self._override(0.0, lambda y: y + v), tau)  # type: ignore[misc]
         return _plain(self._subnet.max_curvature(tau))

@@ -58,6 +58,25 @@ def split_options(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def with_option(spec: str, key: str, value: Any) -> str:
+    """``spec`` with preset option ``key`` set to ``value`` (added when missing).
+
+    >>> with_option("mlp:depth=10,activation=tanh", "depth", 50)
+    'mlp:depth=50,activation=tanh'
+    """
+    if spec.strip().endswith(".json") or os.path.isfile(spec):
+        raise ValueError(f"cannot change {key!r} of the saved network {spec!r}; give a preset "
+                         "SPEC such as mlp:depth=20,activation=tanh")
+    name, _, rest = spec.strip().partition(":")
+    items = split_options(rest)
+    keys = [item.partition("=")[0].strip() for item in items]
+    if key in keys:
+        items[keys.index(key)] = f"{key}={value}"
+    else:
+        items.append(f"{key}={value}")
+    return f"{name}:{','.join(items)}"
+
+
 def _parse_options(text: str, preset: Callable, name: str) -> dict[str, Any]:
     params = preset_options(preset)
     allowed = ", ".join(f"{k} ({_type_text(p)})" for k, p in params.items())

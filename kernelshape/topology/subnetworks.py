@@ -36,15 +36,15 @@ Mix = 1  # op code: append sum_j p_j * slot_j
 class Subnetwork(NamedTuple):
     """A subnetwork: maps the output of node ``start`` to the output of node ``end``."""
 
-    kind: str  # "network" (input to an output) or "branch" (fork to a merge operand)
+    kind: str  # "network" (input to an output), "branch" (fork to a merge operand), "prefix"
     start: str
     end: str
     merge: str | None = None  # for a branch: the sum/concat node it feeds
 
     @property
     def label(self) -> str:
-        if self.kind == "network":
-            return f"network {self.start} -> {self.end}"
+        if self.kind in ("network", "prefix"):
+            return f"{self.kind} {self.start} -> {self.end}"
         return f"branch of {self.merge}: {self.start} -> {self.end}"
 
 

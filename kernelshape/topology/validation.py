@@ -4,7 +4,9 @@ Rules (each message offers the supported alternative):
 * a directed acyclic graph with one input node ``"input"`` whose every node feeds an output;
 * shapes agree (sum operands equal, concat operands equal outside channels, convs need spatial
   axes, shared weights see equal input shapes);
-* no BatchNorm, max-pooling or multiplicative units;
+* no max-pooling or multiplicative units;
+* networks with a trainer-only layer (BatchNorm: no kernel map, see ``kernel_refusal``) are
+  checked for structure only; every other network also needs
 * normalized sums (``sum_i w_i^2 = 1``) whose operands, all but at most one, end in their own
   Dense/Conv layer (so their cross-kernels vanish);
 * every nonlinear layer is fed through a Dense/Conv layer (or a normalized sum): never directly
@@ -76,14 +78,26 @@ def validate(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Node]:
     by_id = {n.id: n for n in filled}
     _check_outputs(filled, outputs)
     graph = _Graph(by_id, immediate_dominators(filled))
+    kernel = kernel_refusal(filled) is None
     for node in filled:
         if node.share is not None:
             _check_share(node, by_id, shapes)
         if isinstance(node.layer, WeightedSum):
-            _check_sum(node, graph)
-    _check_nonlinearity_inputs(filled)
+            _check_sum(node, graph, kernel)
+    if kernel:
+        _check_nonlinearity_inputs(filled)
     _check_activation_keys(filled)
     return filled
+
+
+def kernel_refusal(nodes: Sequence[Node]) -> str | None:
+    """Why a network has no kernel maps (its first trainer-only layer), or None."""
+    for node in nodes:
+        if node.layer.kernel_refusal:
+            return (f"layer {node.id!r} ({node.layer.describe()}): {node.layer.kernel_refusal}. "
+                    "A network with it can be trained (e.g. as the ResNet-BN baseline) but has "
+                    "no kernel maps, so it cannot be shaped or checked")
+    return None
 
 
 def _check_outputs(order: Sequence[Node], outputs: Sequence[str]) -> None:
@@ -132,7 +146,14 @@ class _Graph:
                 self.share_groups.setdefault(node.share or node.id, set()).add(node.id)
 
 
-def _check_sum(node: Node, graph: _Graph) -> None:
+def _check_sum(node: Node, graph: _Graph, kernel: bool) -> None:
+    """Distinct operands; with kernel maps (``kernel``) also normalized weights and operands
+    whose cross-kernels vanish."""
+    if len(set(node.parents)) < len(node.parents):
+        raise layer_error(node, "adds the same operand more than once; combine its weights "
+                          "into one operand")
+    if not kernel:
+        return
     weights = node.layer.weights  # type: ignore[attr-defined]
     total = sum(w * w for w in weights)
     if not math.isclose(total, 1.0, rel_tol=0.0, abs_tol=NORMALIZATION_TOLERANCE):
@@ -140,9 +161,6 @@ def _check_sum(node: Node, graph: _Graph) -> None:
                           "the sum does not preserve q. Use weights whose squares sum to 1, "
                           "e.g. Residual(branch, shortcut_weight=w) for sqrt(1-w^2)*branch + "
                           "w*shortcut, or Sum(..., normalize=True) to rescale them (it warns)")
-    if len(set(node.parents)) < len(node.parents):
-        raise layer_error(node, "adds the same operand more than once; combine its weights "
-                          "into one operand")
     dependent = [p for p in node.parents if not _independent(p, node, graph)]
     if len(dependent) > 1:
         raise layer_error(node, f"operands {', '.join(map(repr, dependent))} do not end in their "

@@ -1,31 +1,46 @@
-"""Reference trainer: deep networks (chains, residual / concatenation / LayerNorm DAGs)
-built from the network description.
+"""Reference trainer: a network description trained as it is described (any topology layer:
+chains, residual / concatenation / LayerNorm DAGs, convnets, the BatchNorm baseline).
 
-`train(..., backend="numpy" | "jax")` runs, `resume(out_dir)` continues a run exactly; see
-docs/training.md. The JAX backend (`kernelshape.train.jax_backend`, `jax_trainer`,
-`jax_optim`) is imported only when a run asks for it (extra `[jax]`).
+``train(net, TrainConfig(...))`` (or the config's fields as keywords) runs, ``resume(out_dir)``
+continues a run exactly; see docs/training.md. The JAX backend (``kernelshape.train.jax_backend``,
+``jax_trainer``, ``jax_optim``) is imported only when a run asks for it (extra ``[jax]``).
+Names are imported lazily (the command line reads ``TrainConfig`` while building its parser).
 """
 
-from kernelshape.runtime.numpy import per_location_normalization
-from kernelshape.train.data import Dataset, load_data, load_npz, standardize
-from kernelshape.train.loop import Backend, NumpyBackend, TrainResult, resume, train
-from kernelshape.train.optim import Optimizer, adam, kfac, make_optimizer, sgd
-from kernelshape.train.plan import (
-    INPUT,
-    Act,
-    Add,
-    Concat,
-    Conv,
-    Dense,
-    Norm,
-    Plan,
-    Pool,
-    description_hash,
-)
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "INPUT", "Act", "Add", "Backend", "Concat", "Conv", "Dataset", "Dense", "Norm",
-    "NumpyBackend", "Optimizer", "Plan", "Pool",
-    "TrainResult", "adam", "description_hash", "kfac", "load_data", "load_npz",
-    "make_optimizer", "per_location_normalization", "resume", "sgd", "standardize", "train",
-]
+_EXPORTS = {
+    "METHODS": "kernelshape.train.config",
+    "TrainConfig": "kernelshape.train.config",
+    "Dataset": "kernelshape.train.data",
+    "load_data": "kernelshape.train.data",
+    "load_npz": "kernelshape.train.data",
+    "standardize": "kernelshape.train.data",
+    "per_location_normalization": "kernelshape.runtime.numpy",
+    "Backend": "kernelshape.train.loop",
+    "TrainResult": "kernelshape.train.loop",
+    "resume": "kernelshape.train.loop",
+    "train": "kernelshape.train.loop",
+    "NumpyBackend": "kernelshape.train.numpy_backend",
+    "Optimizer": "kernelshape.train.optim",
+    "adam": "kernelshape.train.optim",
+    "kfac": "kernelshape.train.optim",
+    "make_optimizer": "kernelshape.train.optim",
+    "sgd": "kernelshape.train.optim",
+    "Shaping": "kernelshape.train.shaping",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kernelshape.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

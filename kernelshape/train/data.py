@@ -13,12 +13,19 @@ from typing import NoReturn
 
 import numpy as np
 
-BUILTIN = ("mnist1d", "digits", "mnist5k", "teacher")
+from kernelshape.runtime.numpy import per_location_normalization
+from kernelshape.topology import Network
+
+#: the built-in datasets and the shape of one example (channels last; the arrays are flat)
+SHAPES: dict[str, tuple[int, ...]] = {"mnist1d": (40, 1), "digits": (8, 8, 1),
+                                      "mnist5k": (28, 28, 1), "teacher": (32,)}
+BUILTIN = tuple(SHAPES)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/test arrays: x float64 of shape (N, ...), y int64 labels in [0, n_classes)."""
+    """Train/test arrays: x float64 of shape (N, ...), y int64 labels in [0, n_classes);
+    ``shape``: one example's natural shape, channels last (default: ``x_train.shape[1:]``)."""
 
     name: str
     x_train: np.ndarray
@@ -26,6 +33,19 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(n) for n in (self.shape or self.x_train.shape[1:]))
+        if int(np.prod(shape)) != int(np.prod(self.x_train.shape[1:])):
+            raise ValueError(f"dataset {self.name!r}: example shape {shape} does not hold the "
+                             f"{int(np.prod(self.x_train.shape[1:]))} features of an example")
+        object.__setattr__(self, "shape", shape)
+
+
+def example_shape(data: str) -> tuple[int, ...]:
+    """One example's shape for a dataset name or .npz path (built-ins without loading)."""
+    return SHAPES[data] if data in SHAPES else load_data(data).shape
 
 
 def _need(module: str) -> NoReturn:
@@ -37,7 +57,8 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, n_test: int) -> Dataset:
     """Fixed shuffle (seed 0, independent of the run seed) and train/test split."""
     perm = np.random.default_rng(0).permutation(len(y))
     x, y = x[perm].astype(np.float64), y[perm].astype(np.int64)
-    return Dataset(name, x[n_test:], y[n_test:], x[:n_test], y[:n_test], int(y.max()) + 1)
+    return Dataset(name, x[n_test:], y[n_test:], x[:n_test], y[:n_test], int(y.max()) + 1,
+                   SHAPES[name])
 
 
 def mnist1d() -> Dataset:
@@ -55,7 +76,8 @@ def mnist1d() -> Dataset:
     finally:
         np.random.set_state(saved)
     return Dataset("mnist1d", np.asarray(d["x"], np.float64), np.asarray(d["y"], np.int64),
-                   np.asarray(d["x_test"], np.float64), np.asarray(d["y_test"], np.int64), 10)
+                   np.asarray(d["x_test"], np.float64), np.asarray(d["y_test"], np.int64), 10,
+                   SHAPES["mnist1d"])
 
 
 def digits() -> Dataset:
@@ -155,6 +177,30 @@ def load_data(data: str | os.PathLike[str] | Dataset) -> Dataset:
 
 
 # --------------------------------------------------------------------------- preprocessing
+
+def prepare_inputs(data: Dataset, net: Network, shaped: bool, dtype: np.dtype | str
+                   ) -> tuple[Network, np.ndarray, np.ndarray]:
+    """(network for the prepared inputs, x_train, x_test): every example reshaped to the
+    network's input shape, then for shaped runs Per-Location Normalization with a homogeneous
+    coordinate (one more channel per location; the returned network takes that shape), else
+    per-feature standardization with the training statistics."""
+    shape = tuple(net.input_shape)
+    features = int(np.prod(data.x_train.shape[1:]))
+    if int(np.prod(shape)) != features:
+        raise ValueError(f"the network takes inputs of shape {shape} ({int(np.prod(shape))} "
+                         f"features), the data {data.name!r} has {features} per example: build "
+                         f"the network for the data (e.g. input_dim={features} for an mlp)")
+    xtr = data.x_train.reshape(len(data.x_train), -1)
+    xte = data.x_test.reshape(len(data.x_test), -1)
+    if shaped:
+        xtr, xte = xtr.reshape(len(xtr), *shape), xte.reshape(len(xte), *shape)
+        xtr, xte = per_location_normalization(xtr), per_location_normalization(xte)
+        net = net.with_input_shape(xtr.shape[1:])
+    else:
+        xtr, xte = standardize(xtr, xte)
+        xtr, xte = xtr.reshape(len(xtr), *shape), xte.reshape(len(xte), *shape)
+    return net, xtr.astype(dtype), xte.astype(dtype)
+
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature (x - mean) / std with train statistics (constant features: std -> 1)."""

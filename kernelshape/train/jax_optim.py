@@ -6,12 +6,12 @@ does not (e.g. Python 3.12 with jax 0.11, where kfac-jax 0.0.8 fails on `jax.cor
 (Kronecker factors with sampled labels, factored Tikhonov damping, periodic inverses, momentum,
 norm constraint) written in jax.numpy and jit-compiled, for mixed parameter lists: Dense
 layers (K-FAC, Martens & Grosse 2015), convolutions (KFC, Grosse & Martens 2016, on
-`conv_patches`) and 1-D pairs such as LayerNorm (scale, offset), which are not preconditioned.
+`kernelshape.topology.apply.conv_patches`) and 1-D pairs such as LayerNorm (scale, offset),
+which are not preconditioned.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -79,30 +79,6 @@ def kfac_jax_available() -> tuple[bool, str]:
 # --------------------------------------------------------------------------- own K-FAC / KFC
 
 Pair = tuple[Array, Array]
-
-
-def conv_patches(x: Array, kernel_size: tuple[int, ...], stride: tuple[int, ...] | int = 1
-                 ) -> Array:
-    """'SAME'-padded patches of channels-last x (B, *spatial, Cin): (B, T, prod(kernel) * Cin).
-
-    T = prod(ceil(size / stride)); features ordered (*kernel, Cin) row-major, so
-    `patches @ W.reshape(-1, Cout)` is the 'SAME' convolution with W (*kernel, Cin, Cout).
-    Built from strided slices (exact: no one-hot convolution, no TF32 rounding).
-    """
-    nd = len(kernel_size)
-    stride = (stride,) * nd if isinstance(stride, int) else tuple(stride)
-    sizes = x.shape[1:-1]
-    out = [-(-n // s) for n, s in zip(sizes, stride, strict=True)]
-    pads = [max((o - 1) * s + k - n, 0) for o, s, k, n in zip(out, stride, kernel_size, sizes,
-                                                               strict=True)]
-    xp = jnp.pad(x, [(0, 0)] + [(p // 2, p - p // 2) for p in pads] + [(0, 0)])
-    taps = []
-    for offset in itertools.product(*(range(k) for k in kernel_size)):
-        index = tuple(slice(d, d + (o - 1) * s + 1, s)
-                      for d, o, s in zip(offset, out, stride, strict=True))
-        taps.append(xp[(slice(None), *index)])                # (B, *out, Cin)
-    patches = jnp.stack(taps, axis=-2)                         # (B, *out, K, Cin)
-    return patches.reshape(x.shape[0], math.prod(out), -1)
 
 
 class KFACState(NamedTuple):

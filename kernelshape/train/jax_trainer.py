@@ -8,24 +8,32 @@ resumed run repeats an uninterrupted one exactly.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from kernelshape.train.data import Dataset, load_data
+from kernelshape.topology.apply import conv_patches, init_params
 from kernelshape.train.jax_backend import (
+    RULES,
     Model,
+    all_finite,
     enable_float64,
+    forward,
+    grads_finite,
     init_model_state,
-    init_params,
     jax_activation,
+    loss_fn,
     nonfinite_report,
     xent,
 )
-from kernelshape.train.optim import DEFAULT_LR
-from kernelshape.train.plan import Act, Conv, Norm, Plan
-from kernelshape.train.shaping import Shaping
+from kernelshape.train.jax_optim import kfac_init, kfac_jax_available, kfac_update, make_optax
+from kernelshape.train.run import Run
 
 _STEP_CACHE: dict[str, Any] = {}   # jitted steps by configuration: resume in-process reuses them
 KFAC_KEYS = ("damping", "ema", "inverse_every", "momentum", "norm_constraint", "curvature_every")
@@ -40,9 +48,6 @@ def _trim_cache(limit: int = 16) -> None:
 
 def _mesh_shardings(n: int) -> tuple[Any, Any]:
     """(batch sharding over `n` devices along axis "data", replicated sharding)."""
-    import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     devices = jax.devices()
     n = len(devices) if n < 0 else n
     if n > len(devices):
@@ -56,69 +61,44 @@ def _mesh_shardings(n: int) -> tuple[Any, Any]:
 class JaxBackend:
     """Implements `kernelshape.train.loop.Backend` with JAX."""
 
-    def __init__(self, config: dict[str, Any], data: Dataset | None = None) -> None:
-        enable_float64(config["dtype"])
-        import jax
-
-        from kernelshape.train.loop import _prepare_inputs
-
-        self.jax = jax
-        self.config = config = dict(config)
-        plan = Plan.from_dict(config["plan"])
-        self.dtype = np.dtype(config["dtype"])
-        data = load_data(config["data"]) if data is None else data
-        spatial = None
-        if plan.has_spatial:
-            if plan.input_shape is None:
-                raise ValueError("a plan with Conv / pooling layers needs input_shape "
-                                 "(channels last), e.g. Plan.convnet(..., input_shape=(40, 1))")
-            spatial = tuple(plan.input_shape[:-1])
-            size = int(np.prod(data.x_train.shape[1:]))
-            if size % int(np.prod(spatial)):
-                raise ValueError(f"the data's {size} features do not fit input_shape "
-                                 f"{plan.input_shape}")
-        method = config["method"]
-        xtr, xte = _prepare_inputs(data, method, self.dtype, spatial)
-        if config["batch_size"] > len(xtr):
-            raise ValueError(f"batch_size {config['batch_size']} exceeds the {len(xtr)} "
-                             "training examples")
-        shaping = Shaping.from_dict(config["shaping"])
-        acts = {l.name: jax_activation(l, shaping.transforms.get(l.slot))
-                for l in plan.layers if isinstance(l, Act)}
-        self.model = Model(plan, tuple(xtr.shape[1:]), data.n_classes, acts, self.dtype,
-                           batchnorm=method == "resnet-bn")
-        self.shaping = shaping
-        self.x_train, self.y_train = xtr, data.y_train.astype(np.int32)
-        self.x_test, self.y_test = xte, data.y_test.astype(np.int32)
-        self.n_train = len(xtr)
-        self.key = jax.random.fold_in(jax.random.PRNGKey(config["seed"]), 2)
-        n_dev = int(config.get("data_parallel", 0) or 0)
+    def __init__(self, run: Run, kfac_implementation: str | None = None) -> None:
+        cfg = run.config
+        enable_float64(cfg.dtype)
+        self.run = run
+        self.config = cfg
+        self.dtype = np.dtype(cfg.dtype)
+        acts = {key: jax_activation(act) for key, act in
+                run.net.transformed_activations(run.shaping.transforms).items()}
+        self.model = Model(run.net, acts, self.dtype)
+        self.shaping = run.shaping
+        self.x_train, self.y_train = run.x_train, run.y_train.astype(np.int32)
+        self.x_test, self.y_test = run.x_test, run.y_test.astype(np.int32)
+        self.n_train = run.n_train
+        self.key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2)
         self.batch_sharding = self.replicated = None
-        if n_dev:
-            self.batch_sharding, self.replicated = _mesh_shardings(n_dev)
+        if cfg.data_parallel:
+            self.batch_sharding, self.replicated = _mesh_shardings(cfg.data_parallel)
             n = len(self.batch_sharding.mesh.devices.flat)
-            if config["batch_size"] % n:
-                raise ValueError(f"batch_size {config['batch_size']} is not divisible by the "
+            if cfg.batch_size % n:
+                raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the "
                                  f"{n} data-parallel devices")
+        self.kfac_implementation = kfac_implementation
         self._setup_optimizer()
 
     # ------------------------------------------------------------------ optimizers
 
     def _setup_optimizer(self) -> None:
-        jax = self.jax
-        cfg, opts = self.config, dict(self.config["optimizer_options"])
-        name = cfg["optimizer"]
-        lr = DEFAULT_LR.get(name, 1e-3) if cfg["lr"] is None else cfg["lr"]
-        model = self.model
+        cfg, opts = self.config, dict(self.config.optimizer_options)
+        name, lr, model = cfg.optimizer, cfg.learning_rate, self.model
         self.kind = name
         if name in ("sgd", "adam"):
-            from kernelshape.train.jax_optim import make_optax
-
             unknown = set(opts) - set(OPTAX_KEYS[name]) - set(SCHEDULE_KEYS)
             if unknown:
                 raise ValueError(f"unknown {name} options {sorted(unknown)}")
             sched = {"schedule_name": opts.pop("schedule", "constant"),
                      **{k: opts.pop(k) for k in SCHEDULE_KEYS[1:] if k in opts}}
+            if sched["schedule_name"] != "constant":
+                sched.setdefault("decay_steps", cfg.steps)
             key = self._cache_key()
             if key not in _STEP_CACHE:
                 _trim_cache()
@@ -126,22 +106,21 @@ class JaxBackend:
                 _STEP_CACHE[key] = (tx, jax.jit(partial(_optax_step, model, tx)))
             self.tx, self._step = _STEP_CACHE[key]
             return
-        if name != "kfac":
-            raise ValueError(f"unknown optimizer {name!r}; choose sgd, adam or kfac")
         impl = opts.pop("implementation", "auto")
-        impl = cfg.get("kfac_implementation") or impl      # a resumed run keeps its choice
+        impl = self.kfac_implementation or impl      # a resumed run keeps its choice
         unknown = set(opts) - set(KFAC_KEYS)
         if unknown:
             raise ValueError(f"unknown kfac options {sorted(unknown)} (allowed: {KFAC_KEYS}, "
                              "implementation)")
+        if any(n.share is not None for n in model.net.nodes):
+            raise ValueError("K-FAC preconditions each layer's weights as one block used once; "
+                             "this network shares weights between layers: use sgd or adam")
         if impl == "auto":
-            from kernelshape.train.jax_optim import kfac_jax_available
-
             ok, _ = kfac_jax_available()
             impl = "kfac_jax" if ok and not self.batch_sharding else "own"
         if impl not in ("kfac_jax", "own"):
             raise ValueError(f"kfac implementation must be auto, kfac_jax or own, got {impl!r}")
-        self.config["kfac_implementation"] = impl     # recorded: resume uses the same one
+        self.kfac_implementation = impl     # recorded: resume uses the same one
         self.kind = f"kfac:{impl}"
         if impl == "own":
             key = self._cache_key()
@@ -156,37 +135,29 @@ class JaxBackend:
         self._kfac_jax = _make_kfac_jax(model, lr, opts)
 
     def _cache_key(self) -> str:
-        import json
-
-        cfg = self.config
-        parts = [cfg[k] for k in ("plan", "method", "shaping", "optimizer", "lr",
-                                  "optimizer_options", "dtype")]
-        parts += [cfg.get("data_parallel", 0), cfg.get("kfac_implementation"),
-                  list(self.model.input_shape), self.model.n_classes, str(self.jax.devices())]
+        parts = [self.model.net.to_dict(), self.config.to_dict(), self.shaping.to_dict(),
+                 self.kfac_implementation, str(jax.devices())]
         return json.dumps(parts, sort_keys=True, default=str)
 
     # ------------------------------------------------------------------ Backend interface
 
     def _put(self, tree: Any, sharding: Any = None) -> Any:
-        jax = self.jax
         if sharding is None:
-            return jax.tree_util.tree_map(jax.numpy.asarray, tree)
+            return jax.tree_util.tree_map(jnp.asarray, tree)
         return jax.device_put(tree, sharding)
 
     def _template(self) -> tuple[Any, Any, Any]:
-        rng = np.random.default_rng([self.config["seed"], 0])
-        params = init_params(self.model, rng, self.shaping.init, self.shaping.weight_variance,
-                             self.shaping.bias_variance)
+        rng = np.random.default_rng([self.config.seed, 0])
+        params = init_params(self.model.net, rng, self.shaping.init,
+                             self.shaping.weight_variance, self.shaping.bias_variance, self.dtype)
         params = self._put(params, self.replicated)
         mstate = self._put(init_model_state(self.model), self.replicated)
         if self.kind.startswith("kfac:kfac_jax"):
-            batch = self._batch(np.arange(self.config["batch_size"]))
-            state = {"func_state": mstate} if self.model.batchnorm else {}
+            batch = self._batch(np.arange(self.config.batch_size))
+            state = {"func_state": mstate} if mstate else {}
             opt_state = self._kfac_jax.init(params, self.key, batch, **state)
         elif self.kind == "kfac:own":
-            from kernelshape.train.jax_optim import kfac_init
-
-            opt_state = self._put(kfac_init(kfac_pairs(self.model, params)), self.replicated)
+            opt_state = self._put(kfac_init(params), self.replicated)
         else:
             opt_state = self._put(self.tx.init(params), self.replicated)
         return params, opt_state, mstate
@@ -202,12 +173,12 @@ class JaxBackend:
              ) -> tuple[float, float, Any, str]:
         params, opt_state, mstate = state
         x, y = self._batch(idx)
-        key = self.jax.random.fold_in(self.key, step) if self.kind.startswith("kfac") else None
+        key = jax.random.fold_in(self.key, step) if self.kind.startswith("kfac") else None
         if self.kind == "kfac:kfac_jax":
             # kfac-jax donates (deletes) the params, optimizer state and function state it is
             # given; copies keep `state` readable for a divergence report / the result.
-            p, m = self.jax.tree_util.tree_map(self.jax.numpy.copy, (params, mstate))
-            if self.model.batchnorm:        # the loss threads the BN running statistics
+            p, m = jax.tree_util.tree_map(jnp.copy, (params, mstate))
+            if mstate:                      # the loss threads the BN running statistics
                 new_p, new_o, new_m, stats = self._kfac_jax.step(
                     p, opt_state, key, batch=(x, y), func_state=m, global_step_int=step)
             else:
@@ -215,12 +186,12 @@ class JaxBackend:
                                                           global_step_int=step)
                 new_m = mstate
             loss, acc = float(stats["loss"]), float(stats["aux"])
-            ok = np.isfinite(loss) and bool(_finite(new_p))
+            ok = np.isfinite(loss) and bool(all_finite(new_p))
             new = (new_p, new_o, new_m)
         else:
             args = (key,) if self.kind == "kfac:own" else ()
             new_p, new_o, new_m, *scalars = self._step(params, opt_state, mstate, x, y, *args)
-            loss, acc, ok = (v.item() for v in self.jax.device_get(scalars))
+            loss, acc, ok = (v.item() for v in jax.device_get(scalars))
             new = (new_p, new_o, new_m)
         if not ok:
             return loss, acc, None, nonfinite_report(self.model, params, mstate, x, y)
@@ -228,19 +199,19 @@ class JaxBackend:
 
     def evaluate(self, state: tuple[Any, Any, Any]) -> tuple[float, float]:
         if not hasattr(self, "_eval"):
-            self._eval = self.jax.jit(partial(_eval, self.model))
+            self._eval = jax.jit(partial(_eval, self.model))
         loss, acc = self._eval(state[0], state[2], self._put(self.x_test), self._put(self.y_test))
         return float(loss), float(acc)
 
     def to_arrays(self, state: tuple[Any, Any, Any]) -> dict[str, np.ndarray]:
-        leaves = self.jax.tree_util.tree_leaves
+        leaves = jax.tree_util.tree_leaves
         out: dict[str, np.ndarray] = {}
         for prefix, tree in zip("psm", state, strict=True):
             out.update({f"{prefix}.{i}": np.asarray(a) for i, a in enumerate(leaves(tree))})
         return out
 
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> tuple[Any, Any, Any]:
-        tu = self.jax.tree_util
+        tu = jax.tree_util
         restored = []
         for prefix, tree in zip("psm", self._template(), strict=True):
             leaves, treedef = tu.tree_flatten(tree)
@@ -259,43 +230,18 @@ class JaxBackend:
         return tuple(restored)  # type: ignore[return-value]
 
     def params(self, state: tuple[Any, Any, Any]) -> Any:
-        return self.jax.tree_util.tree_map(np.asarray, state[0])
+        return jax.tree_util.tree_map(np.asarray, state[0])
 
 
 # --------------------------------------------------------------------------- jitted steps
 
-def _finite(tree: Any) -> Any:
-    from kernelshape.train.jax_backend import all_finite
-
-    return all_finite(tree)
-
-
 def _optax_step(model: Model, tx: Any, params: Any, opt_state: Any, mstate: Any, x: Any,
                 y: Any) -> tuple[Any, ...]:
-    import jax
-    import optax
-
-    from kernelshape.train.jax_backend import grads_finite, loss_fn
-
     (loss, (acc, new_m)), grads = jax.value_and_grad(partial(loss_fn, model), has_aux=True)(
         params, mstate, x, y)
-    ok = jax.numpy.isfinite(loss) & grads_finite(grads)
+    ok = jnp.isfinite(loss) & grads_finite(grads)
     updates, new_opt = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_opt, new_m, loss, acc, ok
-
-
-def kfac_pairs(model: Model, params: Any) -> list[Any]:
-    """The parameter pairs in the own K-FAC's order: the params list itself, or for resnet-bn
-    the linear layers' `(W, b)` followed by the BatchNorm `(scale, offset)` pairs."""
-    return [*params["layers"], *params["bn"]] if model.batchnorm else params
-
-
-def kfac_unpairs(model: Model, pairs: list[Any]) -> Any:
-    """Inverse of `kfac_pairs` (a list of pairs back to the model's params structure)."""
-    if not model.batchnorm:
-        return pairs
-    n = len(model.linear_layers())
-    return {"layers": list(pairs[:n]), "bn": list(pairs[n:])}
 
 
 def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: Any, mstate: Any,
@@ -303,20 +249,14 @@ def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: An
     """Own K-FAC: one forward, two VJPs (true labels -> gradients; sampled labels -> the
     per-layer output gradients for the G factors).
 
-    Curvature, one entry per `kfac_pairs` entry: Dense `(a, s)` (input, output gradient; for a
+    Curvature, one entry per parameter entry: Dense `(a, s)` (input, output gradient; for a
     Dense layer applied per location both as (B, T, features)), Conv `(conv_patches(input), s)`
-    with s as (B, T, Cout), Norm and resnet-bn BatchNorm pairs `None` (not preconditioned:
-    plain momentum with the shared step size). The model state (resnet-bn's running
-    statistics) comes from the same training-mode forward."""
-    import jax
-    import jax.numpy as jnp
-
-    from kernelshape.train.jax_backend import forward, grads_finite
-    from kernelshape.train.jax_optim import conv_patches, kfac_update
-
+    with s as (B, T, Cout), layers without a Kronecker block (LayerNorm, BatchNorm) `None`
+    (not preconditioned: plain momentum with the shared step size). The model state
+    (BatchNorm running statistics) comes from the same training-mode forward."""
     n = x.shape[0]
-    linear = model.linear_layers()
-    zeros = [jnp.zeros((n, *model.out_shapes[l.name]), x.dtype) for l in linear]
+    linear = model.linear_nodes
+    zeros = [jnp.zeros((n, *node.shape), x.dtype) for node in linear]
 
     def f(p: Any, e: Any) -> tuple[Any, Any]:
         logits, new_m, inputs = forward(model, p, x, mstate, True, collect=True, perturb=e)
@@ -330,29 +270,26 @@ def _kfac_step(model: Model, options: dict[str, Any], params: Any, opt_state: An
     sampled = jax.random.categorical(key, logits)
     _, s = vjp((probs - jax.nn.one_hot(sampled, k, dtype=probs.dtype)) / n)
     ok = jnp.isfinite(loss) & grads_finite(grads)
-    stats = iter(zip(linear, inputs, s, strict=True))
+    stats = dict(zip((node.id for node in linear), zip(inputs, s, strict=True), strict=True))
     curvature: list[Any] = []
-    for layer in model.param_layers():
-        if isinstance(layer, Norm):
+    for node in model.owners:
+        kind = RULES[type(node.layer)].curvature
+        if kind is None:
             curvature.append(None)
             continue
-        lin, a, g = next(stats)
-        assert lin is layer
-        if isinstance(layer, Conv):
-            a = conv_patches(a, layer.kernel_size, layer.stride)
+        a, g = stats[node.id]
+        if kind == "conv":
+            a = conv_patches(a, node.layer, jnp)
         elif a.ndim > 2:                        # Dense applied per location
             a = a.reshape(n, -1, a.shape[-1])
         curvature.append((a, g.reshape(n, -1, g.shape[-1]) if g.ndim > 2 else g))
-    if model.batchnorm:
-        curvature += [None] * len(params["bn"])
-    upd, new_opt = kfac_update(kfac_pairs(model, grads), opt_state, curvature, **options)
-    new_p = jax.tree_util.tree_map(lambda p, u: p + u, params, kfac_unpairs(model, upd))
+    upd, new_opt = kfac_update(list(grads), opt_state, curvature, **options)
+    new_p = [tuple(p + u for p, u in zip(pp, uu, strict=True)) for pp, uu in zip(params, upd,
+                                                                                 strict=True)]
     return new_p, new_opt, new_m, loss, acc, ok
 
 
 def _eval(model: Model, params: Any, mstate: Any, x: Any, y: Any) -> tuple[Any, Any]:
-    from kernelshape.train.jax_backend import forward
-
     logits, _, _ = forward(model, params, x, mstate, train=False)
     return xent(logits, y)
 
@@ -364,10 +301,7 @@ def _make_kfac_jax(model: Model, lr: float, opts: dict[str, Any]) -> Any:
     resnet-bn: the loss takes and returns the BN running statistics as kfac-jax's function
     state (`value_func_has_state`: `(params, state, batch) -> (loss, (new state, acc))`); the
     graph matcher registers each BN scale / offset as a scale-and-shift block."""
-    import jax
-    import kfac_jax
-
-    from kernelshape.train.jax_backend import forward
+    import kfac_jax  # optional: the own K-FAC runs without it
 
     def loss_with_state(params: Any, state: Any, batch: tuple[Any, Any]
                         ) -> tuple[Any, tuple[Any, Any]]:
@@ -378,16 +312,17 @@ def _make_kfac_jax(model: Model, lr: float, opts: dict[str, Any]) -> Any:
         return value, (new_state, acc)
 
     def loss(params: Any, batch: tuple[Any, Any]) -> tuple[Any, Any]:
-        value, (_, acc) = loss_with_state(params, (), batch)   # plain plans have no state
+        value, (_, acc) = loss_with_state(params, {}, batch)   # no BatchNorm: no state
         return value, acc
 
     if "curvature_every" in opts and opts["curvature_every"] != 1:
         raise ValueError("kfac-jax updates its curvature every step (curvature_every=1)")
     momentum, damping = opts.get("momentum", 0.9), opts.get("damping", 1e-2)
-    func = loss_with_state if model.batchnorm else loss
+    stateful = bool(init_model_state(model))      # BatchNorm running statistics
+    func = loss_with_state if stateful else loss
     return kfac_jax.Optimizer(
         value_and_grad_func=jax.value_and_grad(func, has_aux=True), value_func_has_aux=True,
-        value_func_has_state=model.batchnorm,
+        value_func_has_state=stateful,
         l2_reg=0.0, use_adaptive_learning_rate=False, learning_rate_schedule=lambda s: lr,
         use_adaptive_momentum=False, momentum_schedule=lambda s: momentum,
         use_adaptive_damping=False, damping_schedule=lambda s: damping,

@@ -1,24 +1,28 @@
-"""From (network, method, constants) to what the trainer needs: an init scheme and activations.
+"""From (network, method) to what the trainer needs: an init scheme and activation transforms.
 
-The constants document is the interface between solver and trainer; a document recorded for
-another network (`network.hash`) or another method is refused.
+The constants come from a ``Solution`` (handed over as it is), a constants document (checked:
+the same network hash and method), or the solver run now. A document or solution recorded for
+another network or method is refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kernelshape.train.numpy_backend import RELU_LIKE, Elementwise
-from kernelshape.train.plan import Act, Plan, description_hash
+from kernelshape.constants import entry_transform, network_hash
+from kernelshape.solve import Solution, shape
+from kernelshape.topology import Network
+from kernelshape.train.config import TrainConfig
 
-METHODS = ("dks", "tat", "eoc", "none", "ll")
-TRANSFORM_KEYS = ("input_scale", "input_shift", "output_shift", "output_scale", "negative_slope")
+RELU_LIKE = ("relu", "leaky_relu")
 
 
 @dataclass(frozen=True)
 class Shaping:
-    """init: suo | lecun | he | eoc | ll; transforms: activation name -> dks parameter dict."""
+    """``init``: suo | lecun | he | eoc | ll; ``transforms``: activation key -> the dks
+    parameter dict; EOC weight and bias variances; where the constants came from."""
 
     method: str
     init: str
@@ -27,83 +31,85 @@ class Shaping:
     bias_variance: float = 0.0
     source: str = "builtin"
 
-    def activation(self, layer: Act) -> Elementwise:
-        """The layer's activation, transformed with the solved constants when there are any."""
-        from kernelshape.engine.activations import Transform, activation
-
-        act = activation(layer.activation, **dict(layer.params))
-        t = self.transforms.get(layer.slot)
-        return act if t is None else act.transformed(Transform(**t))
-
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "init": self.init, "transforms": self.transforms,
-                "weight_variance": self.weight_variance, "bias_variance": self.bias_variance,
-                "source": self.source}
+        return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> Shaping:
-        return Shaping(**d)
+    def from_dict(d: Mapping[str, Any]) -> Shaping:
+        return Shaping(**dict(d))
 
 
-def resolve_network(net_or_spec: Any) -> tuple[Any, Plan, str]:
-    """(topology network or None, plan, description hash) from a network, SPEC string or Plan."""
-    if isinstance(net_or_spec, Plan):
-        return None, net_or_spec, description_hash(net_or_spec.description)
-    from kernelshape.train.topology_bridge import network_hash, parse_network, plan_from_network
-
-    net = parse_network(net_or_spec) if isinstance(net_or_spec, str) else net_or_spec
-    return net, plan_from_network(net), network_hash(net)
+def _baseline_init(net: Network) -> str:
+    """He init for ReLU-like networks, LeCun otherwise."""
+    names = {act.name for act in net.activations.values()}
+    return "he" if names and names <= set(RELU_LIKE) else "lecun"
 
 
-def _from_document(doc: dict[str, Any], plan: Plan, net_hash: str, method: str) -> Shaping:
-    recorded = str(doc.get("method", "")).lower()
-    if recorded != method:
-        raise ValueError(f"the constants document was solved with method {recorded!r}, "
-                         f"but this run asks for {method!r}")
-    got = (doc.get("network") or {}).get("hash")
-    if got != net_hash:
-        raise ValueError(f"the constants document is for another network (network.hash {got!r}); "
-                         f"this model's description hash is {net_hash!r}: re-run "
-                         "`kernelshape shape` on this network")
-    names = plan.activation_names
+def _from_solution(sol: Solution, net: Network, source: str) -> Shaping:
+    if sol.method == "eoc":
+        keys = list(net.activation_keys)
+        if len(keys) != 1 or not sol.eoc:
+            raise ValueError(f"eoc runs need a single activation, the network has {keys}")
+        v = sol.eoc[keys[0]]
+        return Shaping("eoc", "eoc", {}, float(v["weight_variance"]), float(v["bias_variance"]),
+                       source)
+    return Shaping(sol.method, "suo", {k: dict(sol.params[k]) for k in net.activation_keys},
+                   source=source)
+
+
+def _check_record(what: str, method: str, digest: str | None, net: Network,
+                  wanted: str) -> None:
+    if method != wanted:
+        raise ValueError(f"the {what} was solved with method {method!r}, but this run asks "
+                         f"for {wanted!r}")
+    mine = network_hash(net.to_dict())
+    if digest != mine:
+        raise ValueError(f"the {what} is for another network (network.hash {digest!r}); this "
+                         f"network's description hash is {mine!r}: re-run `kernelshape shape` "
+                         "on this network")
+
+
+def _from_document(doc: Mapping[str, Any], net: Network, method: str) -> Shaping:
+    _check_record("constants document", str(doc.get("method", "")).lower(),
+                  (doc.get("network") or {}).get("hash"), net, method)
+    keys = list(net.activation_keys)
     if method == "eoc":
-        if len(names) != 1:
-            raise ValueError(f"eoc runs need a single activation, the network has {names}")
-        entry = (doc.get("eoc") or {}).get(names[0])
+        entry = (doc.get("eoc") or {}).get(keys[0]) if len(keys) == 1 else None
         if entry is None:
-            raise ValueError(f"the constants document has no eoc entry for {names[0]!r}")
+            raise ValueError(f"eoc runs need a single activation with an eoc entry in the "
+                             f"constants document; the network has {keys}")
         return Shaping(method, "eoc", {}, float(entry["weight_variance"]),
                        float(entry["bias_variance"]), "document")
     acts = doc.get("activations") or {}
-    missing = [n for n in names if n not in acts]
+    missing = [k for k in keys if k not in acts]
     if missing:
         raise ValueError(f"the constants document has no constants for {missing} "
                          f"(it has {sorted(acts)})")
-    transforms = {n: {k: float(acts[n][k]) for k in TRANSFORM_KEYS if acts[n].get(k) is not None}
-                  for n in names}
-    return Shaping(method, "suo", transforms, source="document")
+    return Shaping(method, "suo", {k: entry_transform(acts[k]).as_dict() for k in keys},
+                   source="document")
 
 
-def resolve_shaping(net: Any, plan: Plan, net_hash: str, method: str,
-                    constants: dict[str, Any] | None, options: dict[str, float]) -> Shaping:
-    """The Shaping for a method: from the given constants document, the solver, or built-in."""
-    base = sorted({a.activation for a in plan.layers if isinstance(a, Act)})
-    if method == "none":
-        if constants is not None:
-            raise ValueError("method 'none' uses no constants document")
-        he = all(n in RELU_LIKE for n in base)
-        return Shaping(method, "he" if he else "lecun")
-    if method == "ll":
-        if base != ["relu"]:
-            raise ValueError(f"looks-linear init is for ReLU networks, this one uses {base}")
+def resolve_shaping(net: Network, config: TrainConfig, *,
+                    constants: Mapping[str, Any] | None = None,
+                    solution: Solution | None = None) -> Shaping:
+    """The Shaping of ``config.method`` for ``net`` (for resnet-bn: the BatchNorm network)."""
+    method = config.method
+    if method in ("none", "ll", "resnet-bn"):
+        if constants is not None or solution is not None:
+            raise ValueError(f"method {method!r} uses no constants")
+        if method != "ll":
+            return Shaping(method, _baseline_init(net))
+        names = sorted({act.name for act in net.activations.values()})
+        if names != ["relu"]:
+            raise ValueError(f"looks-linear init is for ReLU networks, this one uses {names}")
         return Shaping(method, "ll")
-    if constants is None:
-        if net is None:
-            raise ValueError(f"method {method!r} needs constants: pass constants= (a document "
-                             "from `kernelshape shape -o`) or a topology network / SPEC string")
-        from kernelshape.train.topology_bridge import solve_document
-
-        constants = solve_document(net, method, options)
-        shaping = _from_document(constants, plan, net_hash, method)
-        return Shaping(**{**shaping.to_dict(), "source": "solver"})
-    return _from_document(constants, plan, net_hash, method)
+    if constants is not None and solution is not None:
+        raise ValueError("give constants (a document) or solution, not both")
+    if solution is not None:
+        digest = network_hash(solution.network.to_dict()) if solution.network is not None \
+            else None
+        _check_record("solution", solution.method, digest, net, method)
+        return _from_solution(solution, net, "solution")
+    if constants is not None:
+        return _from_document(constants, net, method)
+    return _from_solution(shape(net, method, **config.targets), net, "solver")

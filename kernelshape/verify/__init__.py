@@ -6,20 +6,11 @@ theorem13("resnet:depth=50,shortcut_weight=0.6,activation=softplus", "dks").hold
 theorem27("mlp:depth=20,activation=tanh", zetas=(1.1, 1.5), widths=(512,)).to_dict()
 kernel_approximation("mlp:depth=10,activation=tanh", "dks").c_slope      # about -0.5
 ```
-``run_cli(args)`` is ``kernelshape verify``; see docs/theory.md.
+The command line is ``kernelshape verify``; see docs/theory.md.
 """
 
 from kernelshape.verify.approximation import ApproximationReport, kernel_approximation
-from kernelshape.verify.cli import run_cli
-from kernelshape.verify.networks import (
-    Shaped,
-    SubnetMap,
-    eoc_chain_cmap,
-    eoc_chain_states,
-    shape_network,
-    subnetworks,
-    with_option,
-)
+from kernelshape.verify.finite import features, pair_inputs, suo_on_span
 from kernelshape.verify.theorem13 import (
     Bound,
     CMapCheck,
@@ -43,23 +34,18 @@ __all__ = [
     "Bound",
     "CMapCheck",
     "Maximum",
-    "Shaped",
-    "SubnetMap",
     "Theorem13Report",
     "Theorem27Report",
     "check_cmap",
     "empirical_per_layer_ntk",
-    "eoc_chain_cmap",
-    "eoc_chain_states",
+    "features",
     "kernel_approximation",
     "maximize_abs",
+    "pair_inputs",
     "per_layer_ntk",
     "polynomial_cmap",
-    "run_cli",
-    "shape_network",
-    "subnetworks",
+    "suo_on_span",
     "theorem13",
     "theorem13_bounds",
     "theorem27",
-    "with_option",
 ]

@@ -9,11 +9,10 @@ are compared with the maps' predictions ``q = Q_f(1)``, ``c_k = C_f(c_k)``. The 
 root-mean-square over seeds (and over the inputs / cosines); their log-log slope against n is
 fitted by least squares (expected -1/2: the features are sums of n weakly dependent terms).
 
-Samplers: ``"frame"`` (default) applies each SUO layer on the span of the few input rows
-(:func:`kernelshape.verify.networks.suo_apply`), which has exactly the distribution of the
-full random network at O(n) cost per layer, so widths up to 4096 and beyond are cheap;
-``"matrix"`` draws the full SUO matrices with the NumPy trainer backend
-(``kernelshape.train.numpy_backend.init_params``: O(n^3) QR per layer).
+Samplers (:func:`kernelshape.verify.finite.features`): ``"frame"`` (default) applies each SUO
+layer on the span of the few input rows, which has exactly the distribution of the full random
+network at O(n) cost per layer, so widths up to 4096 and beyond are cheap; ``"matrix"`` draws
+the full SUO matrices (``kernelshape.topology.apply.init_params``: O(n^3) QR per layer).
 """
 
 from __future__ import annotations
@@ -26,19 +25,20 @@ from typing import Any
 import numpy as np
 
 from kernelshape.engine.activations import Transform
-from kernelshape.topology import Network
-from kernelshape.verify.networks import (
-    chain_forward_frames,
-    last_nonlinear,
-    load,
-    pair_inputs,
-    shape_network,
-    with_option,
-)
+from kernelshape.solve import shape
+from kernelshape.topology import Network, parse_spec
+from kernelshape.topology.spec import with_option
+from kernelshape.verify.finite import SAMPLERS, features, pair_inputs
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 COSINES = (-0.5, 0.0, 0.5, 0.9)
-SAMPLERS = ("frame", "matrix")
+
+
+def last_nonlinear(net: Network) -> str:
+    nodes = net.nonlinear_nodes
+    if not nodes:
+        raise ValueError("the network has no nonlinear layer")
+    return nodes[-1].id
 
 
 def sample_features(net: Network, transforms: Mapping[str, Transform] | None,
@@ -46,22 +46,12 @@ def sample_features(net: Network, transforms: Mapping[str, Transform] | None,
                     node: str | None = None) -> np.ndarray:
     """Features at ``node`` (default: last nonlinear layer) of one random network for the
     rows ``[x, x'_1, ..., x'_K]`` of :func:`pair_inputs`."""
-    node = node or last_nonlinear(net)
-    rng = np.random.default_rng([seed, 4096])
-    d0 = int(np.prod(net.input_shape))
-    x = pair_inputs(rng, d0, cosines)
-    if sampler == "frame":
-        return chain_forward_frames(net, x, rng, transforms)[node]
-    if sampler != "matrix":
+    if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-    from kernelshape.train import numpy_backend as nb
-    from kernelshape.verify.theorem27 import _model
-
-    model = _model(net, transforms)
-    params = nb.init_params(model, rng, "suo")
-    _, cache = nb.forward(model, params, x)
-    names = model.layer_names()
-    return cache[names.index(node) + 1]
+    rng = np.random.default_rng([seed, 4096])
+    x = pair_inputs(rng, int(np.prod(net.input_shape)), cosines)
+    return features(net, transforms, x.reshape(len(x), *net.input_shape), rng,
+                    sampler)[node or last_nonlinear(net)]
 
 
 def empirical_kernel(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,25 +115,28 @@ class ApproximationReport:
 
 def kernel_approximation(spec: str | Network, method: str = "dks", *,
                          widths: Sequence[int] = WIDTHS, cosines: Sequence[float] = COSINES,
-                         seeds: int = 16, sampler: str = "frame", zeta: float = 1.5,
-                         tau: float = 0.3, eta: float = 0.9) -> ApproximationReport:
-    """RMS error of q and c at the last nonlinear layer against width (module docstring)."""
+                         seeds: int = 16, sampler: str = "frame",
+                         **targets: float) -> ApproximationReport:
+    """RMS error of q and c at the last nonlinear layer against width (module docstring);
+    ``targets`` as for ``kernelshape.shape``."""
     start = time.perf_counter()
-    net0, text = load(spec)
+    net0 = parse_spec(spec) if isinstance(spec, str) else spec
+    text = spec if isinstance(spec, str) else (net0.spec or net0.name or "network")
     if not net0.spec and len(widths) > 1:
         raise ValueError("a width sweep needs a preset SPEC (e.g. mlp:depth=10,activation=tanh)")
-    shaped = shape_network(net0, method, zeta=zeta, tau=tau, eta=eta)
+    solution = shape(net0, method, **targets)
+    transforms = solution.network_transforms()
     node = last_nonlinear(net0)
     state = net0.kernel_states(np.asarray(cosines, float), 1.0, 1.0,
-                               transforms=shaped.transforms)[node]
+                               transforms=transforms)[node]
     q_pred = float(np.asarray(state.q1).ravel()[0])
     c_pred = np.asarray(state.c, dtype=float)
     points = []
     for w in widths:
-        net = load(with_option(net0.spec, "width", w))[0] if net0.spec else net0
+        net = parse_spec(with_option(net0.spec, "width", w)) if net0.spec else net0
         q_err, c_err = [], []
         for seed in range(seeds):
-            h = sample_features(net, shaped.transforms, cosines, seed, sampler, node)
+            h = sample_features(net, transforms, cosines, seed, sampler, node)
             q_hat, c_hat = empirical_kernel(h)
             q_err.append(q_hat - q_pred)
             c_err.append(c_hat - c_pred)
@@ -151,6 +144,6 @@ def kernel_approximation(spec: str | Network, method: str = "dks", *,
         points.append(WidthPoint(int(w), float(np.sqrt(np.mean(qe**2))),
                                  float(np.sqrt(np.mean(ce**2))), float(qe.mean()),
                                  float(ce.mean()), seeds))
-    return ApproximationReport(text, shaped.method, len(net0.nonlinear_nodes), node, sampler,
+    return ApproximationReport(text, solution.method, len(net0.nonlinear_nodes), node, sampler,
                                list(map(float, cosines)), q_pred, c_pred.tolist(), points,
                                time.perf_counter() - start)

@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kernelshape.verify.networks import (
-    Shaped,
-    SubnetMap,
-    check_q_range,
-    shape_network,
-    subnetworks,
-    target_text,
-)
+from kernelshape.engine import closed_forms
+from kernelshape.engine.activations import Transform
+from kernelshape.solve import Solution, shape
+from kernelshape.topology import INPUT_ID, Network, Subnetwork, parse_spec
+from kernelshape.topology.graph import ancestors_until
 
 CMapFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -300,28 +297,95 @@ class Theorem13Report:
                 "inequalities": dict(BOUND_TEXT)}
 
 
-def theorem13(net_or_spec: Any, method: str = "none", *, zeta: float = 1.5, tau: float = 0.3,
-              eta: float = 0.9, shaped: Shaped | None = None, prefixes: bool = False,
-              n: int = GRID, tolerance: float = TOLERANCE) -> Theorem13Report:
-    """Check Theorem 13 on every subnetwork of a network shaped with ``method``.
+Q_LIMIT = 1e2  # above this input q, non-closed-form maps need long expansions (slow)
+
+
+def check_q_range(net: Network, transforms: Mapping[str, Transform]) -> None:
+    """Refuse (ValueError) networks whose q explodes into a range where the C maps of
+    non-closed-form activations are impractically slow to evaluate (e.g. an EOC softplus
+    chain without biases, where q doubles per layer)."""
+    qs = net.q_values(transforms=transforms)
+    acts = net.transformed_activations(transforms)
+    for node in net.nonlinear_nodes:
+        q = qs[node.parents[0]]
+        act = acts[node.layer.activation_key]  # type: ignore[attr-defined]
+        if not math.isfinite(q) or (q > Q_LIMIT and not closed_forms.supports(act)):
+            raise ValueError(
+                f"the pre-activation second moment q reaches {q:.3g} at {node.id!r} for inputs "
+                f"with q = 1 (this initialization does not keep q near a fixed point); "
+                f"C maps of {act.name} at q > {Q_LIMIT:g} are too slow to evaluate here; "
+                "shape the network (--method dks or tat) or use a shallower one")
+
+
+def _members(net: Network, sub: Subnetwork) -> list[Any]:
+    """The nodes of ``sub`` after its start, in network order."""
+    ids = ancestors_until(sub.end, sub.start, {n.id: n.parents for n in net.nodes})
+    return [n for n in net.nodes if n.id in ids and n.id != sub.start]
+
+
+def _signature(net: Network, sub: Subnetwork, q_start: float) -> tuple:
+    """Structure + start q: subnetworks with equal signatures have equal C maps."""
+    index = {sub.start: 0}
+    items = []
+    for i, node in enumerate(_members(net, sub), start=1):
+        index[node.id] = i
+        layer = node.layer
+        extra: Any = None
+        if layer.role == "nonlinear":
+            extra = layer.activation_key  # type: ignore[attr-defined]
+        elif layer.role == "mix":
+            extra = tuple(layer.mix_weights)  # type: ignore[attr-defined]
+        items.append((layer.role, extra, tuple(index[p] for p in node.parents)))
+    return round(q_start, 13), tuple(items)
+
+
+def target_text(solution: Solution) -> str:
+    """``zeta=1.5`` / ``tau=0.3`` / ``eta=0.9`` / ``-`` for a table cell."""
+    for key in ("zeta", "tau", "eta"):
+        if key in solution.targets:
+            return f"{key}={solution.targets[key]:g}"
+    return "-"
+
+
+def theorem13(net_or_spec: Network | str, method: str = "none", *, n: int = GRID,
+              transforms: Mapping[str, Transform] | None = None, prefixes: bool = False,
+              tolerance: float = TOLERANCE, **targets: float) -> Theorem13Report:
+    """Check Theorem 13 on every subnetwork of a network shaped with ``method`` (``targets``
+    as for ``kernelshape.shape``), or with the given activation ``transforms``.
 
     ``prefixes=True`` also checks input -> every nonlinear layer. Subnetworks with the same
     structure and start q (e.g. identical residual branches of a shaped ResNet) are computed
     once.
     """
     start = time.perf_counter()
-    if shaped is None:
-        shaped = shape_network(net_or_spec, method, zeta=zeta, tau=tau, eta=eta)
-    check_q_range(shaped.net, shaped.transforms)
+    net = parse_spec(net_or_spec) if isinstance(net_or_spec, str) else net_or_spec
+    spec = net_or_spec if isinstance(net_or_spec, str) else (net.spec or net.name or "network")
+    notes: list[str] = []
+    target = "-"
+    found: dict[str, float] = {}
+    if transforms is None:
+        solution = shape(net, method, **targets)
+        transforms = solution.network_transforms()
+        method, target, found = solution.method, target_text(solution), dict(solution.targets)
+        notes = list(solution.warnings)
+        if method == "eoc":
+            notes.append("EOC weight variance s_w^2 modelled as input_scale = s_w")
+    else:
+        method = "given transforms"
+    check_q_range(net, transforms)
+    qs = net.q_values(transforms=transforms)
     done: dict[tuple, CMapCheck] = {}
     checks = []
-    for sub in subnetworks(shaped.net, prefixes):
-        fmap = SubnetMap(shaped.net, sub, shaped.transforms)
-        key = fmap.signature()
+    for sub in net.subnetworks(prefixes):
+        q_start = qs[sub.start] if sub.start != INPUT_ID else 1.0
+        key = _signature(net, sub, q_start)
         if key not in done:
+            def fmap(c: np.ndarray, sub: Subnetwork = sub) -> tuple[np.ndarray, np.ndarray]:
+                return net.subnetwork_cmap(sub, c, transforms=transforms)
             done[key] = check_cmap(fmap, n, tolerance)
-        checks.append(SubnetCheck(sub.label, sub.kind, sub.start, sub.end, fmap.q_start,
-                                  fmap.n_nonlinear, done[key]))
-    return Theorem13Report(shaped.spec, shaped.method, target_text(shaped), shaped.targets,
-                           shaped.params, checks, time.perf_counter() - start,
-                           list(shaped.notes))
+        checks.append(SubnetCheck(sub.label, sub.kind, sub.start, sub.end, q_start,
+                                  sum(m.layer.role == "nonlinear" for m in _members(net, sub)),
+                                  done[key]))
+    return Theorem13Report(spec, method, target, found,
+                           {k: t.as_dict() for k, t in transforms.items()}, checks,
+                           time.perf_counter() - start, notes)

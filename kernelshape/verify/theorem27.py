@@ -21,9 +21,9 @@ nonlinear layer j's input (SUO layers have backward factor 1). At q = 1 (DKS) th
 The paper's exact normalization of Theta_i was not available to check (only the talk's
 statement); this is the normalization under which the statement is scale-consistent.
 
-Empirical (finite width): a random network with SUO weights built from the same description by
-the NumPy trainer backend (``kernelshape.train.numpy_backend``), ``df_k/dW_i`` from its
-backward pass with ``dlogits = e_k``.
+Empirical (finite width): a random network with SUO weights, run by the description's own
+finite-width forward and backward passes (``kernelshape.topology.apply``), ``df_k/dW_i`` from
+the backward pass with ``dlogits = e_k``.
 """
 
 from __future__ import annotations
@@ -36,23 +36,21 @@ from typing import Any
 import numpy as np
 
 from kernelshape.engine.activations import Transform
-from kernelshape.topology import Network
-from kernelshape.verify.networks import (
-    Shaped,
-    is_chain,
-    load,
-    pair_inputs,
-    shape_network,
-    with_option,
-)
+from kernelshape.engine.maps import cmap
+from kernelshape.solve import shape
+from kernelshape.solve.options import applicable_targets
+from kernelshape.topology import Network, parse_spec
+from kernelshape.topology.apply import Params, backward, forward, init_params
+from kernelshape.topology.spec import with_option
+from kernelshape.verify.finite import pair_inputs
 from kernelshape.verify.theorem13 import GRID, maximize_abs
 
 BOUND_CONSTANT = 11.0
 
 
 def _check_chain(net: Network) -> None:
-    ok = is_chain(net) and all(n.layer.type_name in ("Input", "Dense", "Nonlinearity", "Flatten")
-                               for n in net.nodes)
+    ok = all(len(n.parents) <= 1 and n.layer.type_name in ("Input", "Dense", "Nonlinearity",
+                                                             "Flatten") for n in net.nodes)
     if not ok or net.nodes[-1].layer.type_name != "Dense":
         raise ValueError("theorem27 handles chains x -> Dense -> activation -> ... -> Dense (the "
                          "mlp preset, e.g. mlp:depth=20,activation=tanh); this network has "
@@ -70,8 +68,6 @@ def per_layer_ntk(net: Network, transforms: Mapping[str, Transform] | None, c: A
                   q: float = 1.0) -> dict[str, np.ndarray]:
     """Infinite-width ``Theta_i(x, x')`` for inputs with ``q = |x|^2/d0`` (both) and cosines
     ``c`` (vectorized), by the forward/backward kernel recursion (module docstring)."""
-    from kernelshape.engine.maps import cmap
-
     _check_chain(net)
     c = np.asarray(c, dtype=float)
     states = net.kernel_states(c, q, q, transforms=transforms)
@@ -94,33 +90,35 @@ def per_layer_ntk(net: Network, transforms: Mapping[str, Transform] | None, c: A
 
 # --------------------------------------------------------------------------- finite width
 
-def _model(net: Network, transforms: Mapping[str, Transform] | None) -> Any:
-    from kernelshape.train.numpy_backend import Model
-    from kernelshape.train.plan import Act
-    from kernelshape.train.topology_bridge import plan_from_network
-
-    plan = plan_from_network(net)
-    acts = net.transformed_activations(transforms)
-    layer_acts = {l.name: acts[l.slot] for l in plan.layers if isinstance(l, Act)}
-    d0 = int(np.prod(net.input_shape))
-    return Model(plan, d0, int(net.nodes[-1].shape[-1]), layer_acts, np.dtype(np.float64))
+_PARAMS: dict[tuple, Params] = {}
 
 
-_PARAMS: dict[tuple, list] = {}
-
-
-def _suo_params(model: Any, seed: int) -> list:
-    """SUO weights (zero biases) of ``model`` from ``default_rng([seed, 27])``; the last few
+def _suo_params(net: Network, seed: int) -> Params:
+    """SUO weights (zero biases) of ``net`` from ``default_rng([seed, 27])``; the last few
     draws are cached by layer shapes (weights do not depend on the activation transforms, so
     a sweep over zeta reuses them)."""
-    from kernelshape.train import numpy_backend as nb
-
-    key = (tuple(model.dense_shapes()), seed)
+    key = (tuple(n.shape for n in net.nodes), seed)
     if key not in _PARAMS:
         if len(_PARAMS) >= 4:
             _PARAMS.pop(next(iter(_PARAMS)))
-        _PARAMS[key] = nb.init_params(model, np.random.default_rng([seed, 27]), "suo")
+        _PARAMS[key] = init_params(net, np.random.default_rng([seed, 27]), "suo")
     return _PARAMS[key]
+
+
+def _output_gradients(net: Network, transforms: Mapping[str, Transform] | None,
+                      x: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray],
+                                                          list[dict[str, np.ndarray]]]:
+    """(every node's output for the rows x, per output unit k: the gradient of f_k at every
+    node's output) of one random SUO network."""
+    params = _suo_params(net, seed)
+    fwd = forward(net, params, x, net.transformed_activations(transforms))
+    m = fwd.result.shape[1]
+    per_output = []
+    for k in range(m):
+        dlogits = np.zeros_like(fwd.result)
+        dlogits[:, k] = 1.0
+        per_output.append(backward(fwd, dlogits, params)[1])
+    return fwd.outputs, per_output
 
 
 def empirical_per_layer_ntk(net: Network, transforms: Mapping[str, Transform] | None,
@@ -131,54 +129,39 @@ def empirical_per_layer_ntk(net: Network, transforms: Mapping[str, Transform] | 
     Uses ``<h g^T, h' g'^T>_F = (h.h')(g.g')`` on the per-example factors the backward pass
     produces (``tests/test_verify.py`` checks this against the full gradient matrices).
     """
-    from kernelshape.train import numpy_backend as nb
-
     _check_chain(net)
-    model = _model(net, transforms)
-    params = _suo_params(model, seed)
-    x = pair_inputs(np.random.default_rng([seed, 28]), model.in_dim, cosines)
-    logits, cache = nb.forward(model, params, x)
-    dense_pos = [i for i, l in enumerate(model.plan.layers) if type(l).__name__ == "Dense"]
-    inputs = [cache[i] for i in dense_pos]
-    m = logits.shape[1]
-    back = [np.zeros(len(cosines)) for _ in dense_pos]
-    for k in range(m):
-        dlogits = np.zeros_like(logits)
-        dlogits[:, k] = 1.0
-        _, outs = nb.backward(model, params, cache, dlogits, keep_outputs=True)
-        for i, g in enumerate(outs):
-            back[i] += g[1:] @ g[0]
-    names = [model.plan.layers[i].name for i in dense_pos]
-    return {name: (a[1:] @ a[0]) / a.shape[1] * b / m
-            for name, a, b in zip(names, inputs, back, strict=True)}
+    x = pair_inputs(np.random.default_rng([seed, 28]), int(np.prod(net.input_shape)), cosines)
+    outputs, grads = _output_gradients(net, transforms, x, seed)
+    out = {}
+    for node_id in weight_layers(net):
+        a = outputs[net.node(node_id).parents[0]]
+        back = sum(g[node_id][1:] @ g[node_id][0] for g in grads)
+        out[node_id] = (a[1:] @ a[0]) / a.shape[1] * back / len(grads)
+    return out
 
 
 def gradient_per_layer_ntk(net: Network, transforms: Mapping[str, Transform] | None,
                            cosines: Sequence[float], seed: int = 0) -> dict[str, np.ndarray]:
     """Same as :func:`empirical_per_layer_ntk` from the full per-example gradient matrices
     ``df_k/dW_i`` (one backward pass per example and output; slow, for tests)."""
-    from kernelshape.train import numpy_backend as nb
-
     _check_chain(net)
-    model = _model(net, transforms)
-    params = _suo_params(model, seed)
-    x = pair_inputs(np.random.default_rng([seed, 28]), model.in_dim, cosines)
-    shapes = model.dense_shapes()
-    m = shapes[-1][1]
+    params = _suo_params(net, seed)
+    x = pair_inputs(np.random.default_rng([seed, 28]), int(np.prod(net.input_shape)), cosines)
+    acts = net.transformed_activations(transforms)
+    owners = weight_layers(net)
     grads = []  # grads[e][k][i] = df_k(x_e)/dW_i
     for row in x:
-        logits, cache = nb.forward(model, params, row[None, :])
+        fwd = forward(net, params, row[None, :], acts)
         per_k = []
-        for k in range(m):
-            dlogits = np.zeros_like(logits)
+        for k in range(fwd.result.shape[1]):
+            dlogits = np.zeros_like(fwd.result)
             dlogits[0, k] = 1.0
-            g, _ = nb.backward(model, params, cache, dlogits)
-            per_k.append([w for w, _ in g])
+            per_k.append([g[0] for g in backward(fwd, dlogits, params)[0]])
         grads.append(per_k)
-    names = [l.name for l in model.plan.layers if type(l).__name__ == "Dense"]
+    m = len(grads[0])
     out = {}
-    for i, name in enumerate(names):
-        fan_in = shapes[i][0]
+    for i, name in enumerate(owners):
+        fan_in = params[i][0].shape[0]
         out[name] = np.array([
             sum(float(np.sum(grads[0][k][i] * grads[e][k][i])) for k in range(m)) / (m * fan_in)
             for e in range(1, len(x))])
@@ -218,9 +201,9 @@ class NTKCheck:
                 "error_vs_infinite": self.error_vs_infinite, "per_layer": self.per_layer}
 
 
-def infinite_check(shaped: Shaped, n: int = GRID) -> NTKCheck:
+def infinite_check(net: Network, transforms: Mapping[str, Transform], zeta: float | None,
+                   n: int = GRID) -> NTKCheck:
     """Infinite-width check: maximum over layers and c in [-1, 1] (grid + refinement)."""
-    net, transforms = shaped.net, shaped.transforms
 
     def envelope(c: np.ndarray) -> np.ndarray:
         theta = per_layer_ntk(net, transforms, c)
@@ -234,21 +217,19 @@ def infinite_check(shaped: Shaped, n: int = GRID) -> NTKCheck:
     at_layer = max(per_layer_ntk(net, transforms, at_c).items(),
                    key=lambda kv: abs(float(kv[1][0]) - best.at))[0]
     per_layer[at_layer] = max(per_layer[at_layer], best.value)
-    zeta = shaped.targets.get("zeta")
     return NTKCheck(len(net.nonlinear_nodes), zeta, None, None, best.value, at_layer, best.at,
                     per_layer, None if zeta is None else BOUND_CONSTANT * (zeta - 1.0))
 
 
-def empirical_check(shaped: Shaped, cosines: Sequence[float], seed: int = 0) -> NTKCheck:
+def empirical_check(net: Network, transforms: Mapping[str, Transform], zeta: float | None,
+                    cosines: Sequence[float], seed: int = 0) -> NTKCheck:
     """One random finite-width network of the shaped description."""
-    net, transforms = shaped.net, shaped.transforms
     c = np.asarray(cosines, dtype=float)
     emp = empirical_per_layer_ntk(net, transforms, c, seed)
     inf = per_layer_ntk(net, transforms, c)
     per_layer = {k: float(np.max(np.abs(v - c))) for k, v in emp.items()}
     at_layer = max(per_layer, key=per_layer.__getitem__)
     j = int(np.argmax(np.abs(emp[at_layer] - c)))
-    zeta = shaped.targets.get("zeta")
     width = int(next(n.layer.width for n in net.nodes if n.layer.type_name == "Dense"))
     error = max(float(np.max(np.abs(emp[k] - inf[k]))) for k in emp)
     return NTKCheck(len(net.nonlinear_nodes), zeta, width, seed, per_layer[at_layer], at_layer,
@@ -298,16 +279,18 @@ def theorem27(spec: str | Network, *, method: str = "dks", zetas: Sequence[float
     checks: list[NTKCheck] = []
     notes: list[str] = []
     for s in specs:
+        net = parse_spec(s)
+        _check_chain(net)
         for z in targets:
-            kw = {"zeta": z} if z is not None else {}
-            shaped = shape_network(s, method, tau=tau, eta=eta, **kw)
-            _check_chain(shaped.net)
-            checks.append(infinite_check(shaped, n))
+            given = {"zeta": z, "tau": tau, "eta": eta}
+            solution = shape(net, method, **{k: given[k] for k in applicable_targets(
+                method, net.activations.values()) if k in given})
+            transforms = solution.network_transforms()
+            checks.append(infinite_check(net, transforms, z, n))
             for w in widths:
-                sized = Shaped(load(with_option(s, "width", w))[0], s, method,
-                               shaped.targets, shaped.transforms)
+                sized = parse_spec(with_option(s, "width", w))
                 for seed in seeds:
-                    checks.append(empirical_check(sized, cosines, seed))
+                    checks.append(empirical_check(sized, transforms, z, cosines, seed))
     if method != "dks":
         notes.append("the 11(zeta-1) bound is stated for DKS-shaped networks; other methods "
                      "are shown without it")

@@ -17,6 +17,7 @@ network's subnetwork maximizing function):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import mpmath as mp
@@ -25,8 +26,8 @@ from scipy.optimize import brentq
 
 from kernelshape.engine.activations import Activation, Transform
 from kernelshape.engine.maps import qmap
-from kernelshape.engine.quadrature import Scaled, expect_1d
 from kernelshape.solve import certificate
+from kernelshape.solve.eoc import edge_of_chaos
 from kernelshape.solve.local import LocalRoot, closest_point, solve_local
 from kernelshape.solve.network_targets import (
     InfeasibleError,
@@ -34,17 +35,22 @@ from kernelshape.solve.network_targets import (
     tat_leaky_slope,
     tat_local_curvature,
 )
+from kernelshape.solve.options import (
+    Shapeable,
+    check_dps,
+    check_method,
+    check_targets,
+    default,
+)
 from kernelshape.solve.solution import Solution
+from kernelshape.topology import parse_spec
 
-METHODS = ("dks", "tat", "eoc", "none")
 RELU_SLOPE_THRESHOLD = 1.0 / (1.0 - 1.0 / math.pi)  # C'(1) of a centred ReLU
 FLOAT_TOLERANCE = 1e-12
 
 
-def _network(net: Any):
+def _network(net: Shapeable | str) -> Shapeable:
     if isinstance(net, str):
-        from kernelshape.topology import parse_spec
-
         return parse_spec(net)
     for attr in ("activations", "max_slope"):
         if not hasattr(net, attr):
@@ -207,167 +213,168 @@ def _stable_tat_roots(act: Activation, roots: list[LocalRoot], tau_local: float,
     return stable, curvature
 
 
-def _eoc(act: Activation, bias_variance: float) -> dict[str, float]:
-    """Edge of chaos: q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2 with chi_1 = 1."""
+@dataclass(frozen=True)
+class SolveOptions:
+    """How to solve and certify (the same for every activation of a network)."""
 
-    def moments(q: float) -> tuple[float, float]:
-        """(E[phi(sqrt(q) z)^2], E[phi'(sqrt(q) z)^2]); g' = sqrt(q) phi'."""
-        g = Scaled.of(act, q)
-        return expect_1d([(g, 0), (g, 0)]), expect_1d([(g, 1), (g, 1)]) / q
+    all_solutions: bool = False
+    certify: str = "float"
+    dps: int | None = None
 
-    def gap(log_q: float) -> float:
-        q = math.exp(log_q)
-        second, slope = moments(q)
-        return second / slope + bias_variance - q
 
-    grid = np.linspace(math.log(1e-6), math.log(1e3), 60)
-    values = np.array([gap(v) for v in grid])
-    if np.all(np.abs(values) <= 1e-10 * np.exp(grid)):  # positively homogeneous (ReLU family)
-        q_star = 1.0 if bias_variance == 0 else math.nan
-        if math.isnan(q_star):
-            raise InfeasibleError(f"{act.name}: positively homogeneous activations have an EOC "
-                                  "only with bias_variance = 0")
-    else:
-        sign_change = np.nonzero(np.sign(values[:-1]) != np.sign(values[1:]))[0]
-        if sign_change.size:
-            i = sign_change[-1]
-            q_star = math.exp(brentq(gap, grid[i], grid[i + 1], xtol=1e-14))
-        elif bias_variance == 0:
-            q_star = 0.0
+@dataclass
+class _Found:
+    """What the per-method solvers fill in, per activation key."""
+
+    transforms: dict[str, Transform] = field(default_factory=dict)
+    local_targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    residuals: dict[str, dict[str, float]] = field(default_factory=dict)
+    alternatives: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    precise: dict[str, dict[str, str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def closed_form(self, key: str, act: Activation, transform: Transform,
+                    local: dict[str, float], opts: SolveOptions) -> None:
+        """Record a transform solved in closed form, with its independent certificate."""
+        self.transforms[key], self.local_targets[key] = transform, local
+        self.residuals[key] = certificate.residuals(act.transformed(transform), local,
+                                                    opts.certify)
+
+
+def _solve_activation(found: _Found, key: str, act: Activation, method: str,
+                      local: dict[str, float], opts: SolveOptions, tau_local: float = 0.0) -> None:
+    """The per-activation pipeline: roots of the local system -> (TAT: the roots whose Q map is
+    no more curved than the C map) -> the first root passing the certificate -> the
+    ``dps``-digit polish -> every root found (``all_solutions``)."""
+    _check_base(act)
+    second = "c_slope_1" if method == "dks" else "c_curv_1"
+    system = {"q_slope": local["q_slope"], second: local[second]}
+    roots = solve_local(act, method, system, dense=opts.all_solutions)
+    if not roots:
+        raise InfeasibleError(_no_root_message(act, method, local[second], local["q_slope"]))
+    candidates, extra = roots, {r: {} for r in roots}
+    if method == "tat":
+        candidates, curvature = _stable_tat_roots(act, roots, tau_local, found.warnings)
+        extra = {r: {"q_curv_1": curvature[r], "stable": r in candidates} for r in roots}
+    chosen, found.residuals[key], _ = _certified(act, candidates, local, opts.certify)
+    found.transforms[key], found.local_targets[key] = chosen.transform, local
+    if opts.dps is not None:
+        found.precise[key] = _precise(act, method, local, chosen, opts.dps)
+    if opts.all_solutions:
+        found.alternatives[key] = [_root_record(act, r, {**extra[r], "selected": r is chosen})
+                                   for r in roots]
+
+
+def _shape_dks(net: Shapeable, acts: dict[str, Activation], targets: dict[str, float],
+               opts: SolveOptions, found: _Found) -> None:
+    """Every activation: Q(1)=1, Q'(1)=local_q_slope, C(0)=0, C'(1)=xi with
+    ``max_slope(xi) = zeta`` (ReLU drops Q'(1); Leaky ReLU solves its slope)."""
+    xi = dks_local_slope(net, targets["zeta"])
+    q_slope = targets["local_q_slope"]
+    for key, act in acts.items():
+        _check_base(act)
+        if act.name == "relu":
+            transform, extra = _dks_relu(xi)
+            found.warnings.extend(extra)
+            found.closed_form(key, act, transform,
+                              {"q_value": 1.0, "c_value_0": 0.0, "c_slope_1": xi}, opts)
+            continue
+        local = {"q_value": 1.0, "q_slope": q_slope, "c_value_0": 0.0, "c_slope_1": xi}
+        if act.name == "leaky_relu":
+            found.closed_form(key, act, _dks_leaky(act, xi, q_slope), local, opts)
         else:
-            raise InfeasibleError(f"{act.name}: no edge-of-chaos fixed point with "
-                                  f"bias_variance = {bias_variance!r}")
-    if q_star == 0.0:
-        d1 = float(act.derivative(np.array([0.0]), 1)[0])
-        if d1 == 0.0:
-            raise InfeasibleError(f"{act.name}: phi'(0) = 0, so no edge of chaos at q* = 0")
-        weight = 1.0 / d1**2
-    else:
-        weight = 1.0 / moments(q_star)[1]
-    return {"weight_variance": weight, "bias_variance": float(bias_variance),
-            "q_fixed_point": q_star}
+            _solve_activation(found, key, act, "dks", local, opts)
 
 
-def shape(net: Any, method: str = "dks", *, zeta: float = 1.5, tau: float = 0.3,
-          eta: float = 0.9, local_q_slope: float = 1.0, bias_variance: float = 0.0,
+def _shape_tat(net: Shapeable, acts: dict[str, Activation], targets: dict[str, float],
+               opts: SolveOptions, found: _Found) -> None:
+    """Leaky ReLU networks: the slope with ``max_f C_f(0) = eta`` and output scale
+    ``sqrt(2 / (1 + a^2))``; smooth activations: Q(1)=1, Q'(1)=1, C'(1)=1, C''(1)=tau_local
+    with ``max_curvature(tau_local) = tau``."""
+    leaky = [k for k, a in acts.items() if a.name == "leaky_relu"]
+    if leaky:
+        if len(leaky) != len(acts):
+            raise ValueError("TAT for Leaky-ReLU needs every activation of the network to be "
+                             "leaky_relu (its slope is solved from the whole network)")
+        slope, achieved = tat_leaky_slope(net, targets["eta"])
+        for key, act in acts.items():
+            transform = Transform(output_scale=math.sqrt(2.0 / (1.0 + slope**2)),
+                                  negative_slope=slope)
+            found.closed_form(key, act, transform,
+                              {"q_value": 1.0, "q_slope": 1.0, "c_slope_1": 1.0}, opts)
+            found.residuals[key]["network_c_value_0"] = achieved - targets["eta"]
+        return
+    tau_local = tat_local_curvature(net, targets["tau"])
+    for key, act in acts.items():
+        _check_base(act)
+        if act.smooth_order < 2:
+            raise ValueError(f"{act.name}: TAT for smooth activations needs a finite C''(1), but "
+                             f"{act.name} has a kink; use leaky_relu (TAT with eta) or a smooth "
+                             "activation")
+        local = {"q_value": 1.0, "q_slope": 1.0, "c_slope_1": 1.0, "c_curv_1": tau_local}
+        _solve_activation(found, key, act, "tat", local, opts, tau_local)
+
+
+def _shape_none(net: Shapeable, acts: dict[str, Activation], targets: dict[str, float],
+                opts: SolveOptions, found: _Found) -> None:
+    """Identity transforms (the network as it is)."""
+    found.transforms = {k: Transform() for k in acts}
+
+
+SOLVERS = {"dks": _shape_dks, "tat": _shape_tat, "none": _shape_none}
+#: the targets each method reads (with the defaults of ``kernelshape.solve.options``)
+METHOD_TARGETS = {"dks": ("zeta", "local_q_slope"), "tat": ("tau", "eta"),
+                  "eoc": ("bias_variance",), "none": ()}
+
+
+def shape(net: Shapeable | str, method: str = "dks", *, zeta: float | None = None,
+          tau: float | None = None, eta: float | None = None,
+          local_q_slope: float | None = None, bias_variance: float | None = None,
           all_solutions: bool = False, certify: str = "float",
           dps: int | None = None) -> Solution:
     """Solve the shaping conditions of ``method`` for every activation of ``net``.
 
     ``net`` is a network description (``kernelshape.nets.*``), a SPEC string, or any object
-    with ``activations`` and the subnetwork functions. Roots are enumerated in a documented
-    search box, canonicalized, and the one picked has the smallest |input_shift| (then the
-    smallest input_scale) among those passing the independent certificate ``certify``.
+    with ``activations`` and the subnetwork functions. Targets left at None take their
+    defaults (``kernelshape.solve.options.TARGETS``); targets of other methods are ignored.
+    Roots are enumerated in a documented search box, canonicalized, and the one picked has the
+    smallest |input_shift| (then the smallest input_scale) among those passing the independent
+    certificate ``certify``.
     """
-    method = str(method).lower()
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    method = check_method(method)
+    values = {"zeta": zeta, "tau": tau, "eta": eta, "local_q_slope": local_q_slope,
+              "bias_variance": bias_variance}
+    given = check_targets(method, {k: values[k] for k in METHOD_TARGETS[method]})
     if certify not in ("float", "mp"):
         raise ValueError(f"certify must be 'float' or 'mp'; got {certify!r}")
-    if dps is not None and (isinstance(dps, bool) or not isinstance(dps, int)
-                            or not 16 <= dps <= 200):
-        raise ValueError(f"dps must be an integer in [16, 200]; got {dps!r}")
+    opts = SolveOptions(all_solutions, certify, check_dps(dps))
     net = _network(net)
+    if getattr(net, "kernel_refusal", None):
+        raise ValueError(net.kernel_refusal)
     acts: dict[str, Activation] = dict(net.activations)
     if not acts:
         raise ValueError("the network has no nonlinear layer: nothing to shape")
-    warnings: list[str] = []
-    transforms: dict[str, Transform] = {}
-    local_targets: dict[str, dict[str, float]] = {}
-    residuals: dict[str, dict[str, float]] = {}
-    alternatives: dict[str, list[dict[str, Any]]] = {}
-    targets: dict[str, float] = {}
-    eoc = None
-    precise: dict[str, dict[str, str]] = {}
-
-    if method == "none":
-        transforms = {k: Transform() for k in acts}
-    elif method == "eoc":
-        targets = {"bias_variance": float(bias_variance)}
-        eoc = {k: _eoc(a, bias_variance) for k, a in acts.items()}
-        transforms = {k: Transform() for k in acts}
-    elif method == "dks":
-        targets = {"zeta": float(zeta), "local_q_slope": float(local_q_slope)}
-        xi = dks_local_slope(net, zeta)
-        for key, act in acts.items():
-            _check_base(act)
-            if act.name == "relu":
-                transforms[key], extra = _dks_relu(xi)
-                warnings.extend(extra)
-                local_targets[key] = {"q_value": 1.0, "c_value_0": 0.0, "c_slope_1": xi}
-            elif act.name == "leaky_relu":
-                transforms[key] = _dks_leaky(act, xi, float(local_q_slope))
-                local_targets[key] = {"q_value": 1.0, "q_slope": float(local_q_slope),
-                                      "c_value_0": 0.0,
-                                      "c_slope_1": xi}
-            else:
-                local_targets[key] = {"q_value": 1.0, "q_slope": float(local_q_slope),
-                                      "c_value_0": 0.0, "c_slope_1": xi}
-                roots = solve_local(act, "dks", {"q_slope": float(local_q_slope),
-                                                 "c_slope_1": xi}, dense=all_solutions)
-                if not roots:
-                    raise InfeasibleError(_no_root_message(act, "dks", xi, local_q_slope))
-                chosen, res, others = _certified(act, roots, local_targets[key], certify)
-                transforms[key], residuals[key] = chosen.transform, res
-                if dps is not None:
-                    precise[key] = _precise(act, "dks", local_targets[key], chosen, dps)
-                if all_solutions:
-                    alternatives[key] = [_root_record(act, r, {"selected": r is chosen})
-                                         for r in roots]
-                continue
-            residuals[key] = certificate.residuals(
-                act.transformed(transforms[key]), local_targets[key], certify)
-    else:  # tat
-        leaky = [k for k, a in acts.items() if a.name == "leaky_relu"]
-        if leaky:
-            if len(leaky) != len(acts):
-                raise ValueError("TAT for Leaky-ReLU needs every activation of the network to be "
-                                 "leaky_relu (its slope is solved from the whole network)")
-            targets = {"eta": float(eta)}
-            slope, achieved = tat_leaky_slope(net, eta)
-            for key in acts:
-                transforms[key] = Transform(output_scale=math.sqrt(2.0 / (1.0 + slope**2)),
-                                            negative_slope=slope)
-                local_targets[key] = {"q_value": 1.0, "q_slope": 1.0, "c_slope_1": 1.0}
-                residuals[key] = certificate.residuals(
-                    acts[key].transformed(transforms[key]), local_targets[key], certify)
-                residuals[key]["network_c_value_0"] = achieved - eta
-        else:
-            targets = {"tau": float(tau)}
-            tau_local = tat_local_curvature(net, tau)
-            for key, act in acts.items():
-                _check_base(act)
-                if act.smooth_order < 2:
-                    raise ValueError(
-                        f"{act.name}: TAT for smooth activations needs a finite C''(1), but "
-                        f"{act.name} has a kink; use leaky_relu (TAT with eta) or a smooth "
-                        "activation")
-                local_targets[key] = {"q_value": 1.0, "q_slope": 1.0, "c_slope_1": 1.0,
-                                      "c_curv_1": tau_local}
-                roots = solve_local(act, "tat", {"q_slope": 1.0, "c_curv_1": tau_local},
-                                    dense=all_solutions)
-                if not roots:
-                    raise InfeasibleError(_no_root_message(act, "tat", tau_local, 1.0))
-                stable, curvature = _stable_tat_roots(act, roots, tau_local, warnings)
-                chosen, res, _ = _certified(act, stable, local_targets[key], certify)
-                transforms[key], residuals[key] = chosen.transform, res
-                if dps is not None:
-                    precise[key] = _precise(act, "tat", local_targets[key], chosen, dps)
-                if all_solutions:
-                    alternatives[key] = [
-                        _root_record(act, r, {"q_curv_1": curvature[r],
-                                              "stable": r in stable, "selected": r is chosen})
-                        for r in roots]
+    targets = {k: given.get(k, default(k)) for k in METHOD_TARGETS[method]}
+    found, eoc = _Found(), None
+    if method == "eoc":
+        eoc = {k: edge_of_chaos(a, targets["bias_variance"]) for k, a in acts.items()}
+        found.transforms = {k: Transform() for k in acts}
+    else:
+        SOLVERS[method](net, acts, targets, opts, found)
+    if method == "tat":  # the network target that applied
+        leaky = all(a.name == "leaky_relu" for a in acts.values())
+        targets = {"eta": targets["eta"]} if leaky else {"tau": targets["tau"]}
     route = "double-exponential-split-at-kinks" if certify == "float" else "mpmath-30-digits"
     cert = {"route": route, "tolerance": FLOAT_TOLERANCE}
-    if residuals:
-        worst = max(abs(v) for r in residuals.values() for v in r.values())
+    if found.residuals:
+        worst = max(abs(v) for r in found.residuals.values() for v in r.values())
         cert["tolerance"] = max(FLOAT_TOLERANCE, worst)
-    return Solution(method=method, targets=targets, activations=acts, transforms=transforms,
-                    local_targets=local_targets, residuals=residuals, certificate=cert,
-                    network=net if hasattr(net, "to_dict") else None,
-                    alternatives=alternatives, warnings=warnings, eoc=eoc,
-                    precise_params=precise)
+    return Solution(method=method, targets=targets if method != "none" else {},
+                    activations=acts, transforms=found.transforms,
+                    local_targets=found.local_targets, residuals=found.residuals,
+                    certificate=cert, network=net if hasattr(net, "to_dict") else None,
+                    alternatives=found.alternatives, warnings=found.warnings, eoc=eoc,
+                    precise_params=found.precise)
 
 
 def _precise(act: Activation, method: str, local_targets: dict[str, float], root: LocalRoot,

@@ -1,86 +1,74 @@
-"""``kernelshape verify theorem13|theorem27|approximation`` (also ``python -m kernelshape.verify``).
+"""``kernelshape verify theorem13|theorem27|approximation``: the theory checks as tables.
 
-``run_cli(args)`` receives the CLI's Namespace (``theorem``, ``net``, ``json``, ``emit_json``,
-``extra``) and parses its own options from ``extra``. Output: a markdown table (paste-able) or
-one JSON object with ``--json``. Exit codes: 0 every inequality holds, 1 one is violated,
-2 bad input (message on stderr).
+Output: a markdown table (paste-able) or one JSON object with ``--json``. Exit codes: 0 every
+inequality holds, 1 one is violated, 2 bad input (message on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from kernelshape.verify.networks import METHODS, with_option
+from kernelshape.cli.arguments import Parser, choices, command, integer, json_flag, listing, real
+from kernelshape.solve.options import METHODS, TARGETS
 
-THEOREMS = ("theorem13", "theorem27", "approximation")
+EPILOG = """\
+Numerical checks of the DKS theorems (seed talk): Theorem 13 (C-map approximation bounds
+for every subnetwork), Theorem 27 (per-layer NTK bound 11 (zeta - 1)) and 'approximation'
+(finite-width kernels against the infinite-width maps, error against width).
 
-
-class _BadInput(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # noqa: D401 (argparse API)
-        raise _BadInput(message)
-
-
-def _list(kind: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        try:
-            values = [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, "
-                                             f"got {text!r}") from None
-        if not values:
-            raise argparse.ArgumentTypeError(f"expected at least one {what[:-1]}")
-        return values
-    return parse
+examples:
+  kernelshape verify theorem13 --net mlp:depth=100,activation=tanh
+  kernelshape verify theorem13 --net mlp:depth=20,activation=tanh --method dks --summary
+  kernelshape verify theorem27 --net mlp:depth=20,activation=softplus --json
+  kernelshape verify approximation --net mlp:depth=10,activation=tanh --widths 64,1024"""
+CHECKS = {
+    "theorem13": "Theorem 13: C-map deviation bounds on every subnetwork",
+    "theorem27": "Theorem 27: the per-layer NTK of a DKS-shaped chain stays near x'x/d0",
+    "approximation": "finite-width q and c against the maps, error against width",
+}
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def _methods(text: str) -> list[str]:
-    values = [v.strip().lower() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in METHODS]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(f"methods must be among {', '.join(METHODS)}; got "
-                                         f"{text!r}")
-    return values
-
-
-def build_parser(theorem: str) -> argparse.ArgumentParser:
-    """The options ``kernelshape verify THEOREM`` accepts after ``--net SPEC``."""
-    p = _Parser(prog=f"kernelshape verify {theorem}", add_help=False)
-    default_method = "none" if theorem == "theorem13" else "dks"
-    p.add_argument("--method", type=_methods, default=[default_method],
-                   help=f"comma-separated methods among {', '.join(METHODS)} "
-                        f"(default {default_method})")
-    p.add_argument("--zeta", type=_list(float, "numbers"), default=[1.5])
-    p.add_argument("--tau", type=_list(float, "numbers"), default=[0.3])
-    p.add_argument("--eta", type=_list(float, "numbers"), default=[0.9])
-    p.add_argument("--depths", type=_list(_positive, "positive integers"), default=None)
-    p.add_argument("--grid", type=_positive, default=None)
-    if theorem == "theorem13":
-        p.add_argument("--prefixes", action="store_true")
-        p.add_argument("--summary", action="store_true")
-    else:
-        p.add_argument("--widths", type=_list(_positive, "positive integers"), default=None)
-        p.add_argument("--seeds", type=_positive, default=None)
-        p.add_argument("--cosines", type=_list(float, "numbers"), default=None)
-    if theorem == "approximation":
-        p.add_argument("--sampler", choices=("frame", "matrix"), default="frame")
-    return p
+def register(sub: Any) -> None:
+    """``verify`` with one subcommand per check, each listing all of its options."""
+    p = command(sub, "verify", "check Theorem 13 / Theorem 27 / kernel approximation", EPILOG)
+    checks = p.add_subparsers(dest="theorem", metavar="CHECK", parser_class=Parser)
+    checks.required = True
+    for name, text in CHECKS.items():
+        q = command(checks, name, text, EPILOG)
+        q.add_argument("--net", required=True, metavar="SPEC", help="network SPEC or JSON path")
+        default = "none" if name == "theorem13" else "dks"
+        q.add_argument("--method", type=choices(METHODS), default=[default],
+                       help=f"comma-separated methods among {', '.join(METHODS)} "
+                            f"(default {default})")
+        for target in ("zeta", "tau", "eta"):
+            t = TARGETS[target]
+            q.add_argument(f"--{target}", type=listing(real, "numbers"), default=[t.default],
+                           help=f"{t.meaning}; comma-separated (default {t.default:g})")
+        q.add_argument("--depths", type=listing(integer(1), "positive integers"),
+                       help="rebuild the preset SPEC at these depths")
+        q.add_argument("--grid", type=integer(2),
+                       help="points of the grid the maxima over c start from")
+        if name == "theorem13":
+            q.add_argument("--prefixes", action="store_true",
+                           help="also check input -> every nonlinear layer")
+            q.add_argument("--summary", action="store_true",
+                           help="one row per network: the subnetwork with the least slack")
+        else:
+            q.add_argument("--widths", type=listing(integer(1), "positive integers"),
+                           help="finite widths (rebuilds the preset SPEC with width=...)")
+            q.add_argument("--seeds", type=integer(1), help="random networks per width")
+            q.add_argument("--cosines", type=listing(real, "numbers"),
+                           help="input cosines of the finite-width networks")
+        if name == "approximation":
+            q.add_argument("--sampler", choices=("frame", "matrix"), default="frame",
+                           help="frame: SUO weights drawn on the inputs' span (O(width)); "
+                                "matrix: full SUO matrices")
+        json_flag(q)
+        q.set_defaults(handler=run)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -115,17 +103,18 @@ def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # --------------------------------------------------------------------------- runs
 
 def _targets(method: str, opts: argparse.Namespace, spec: str) -> list[dict[str, float]]:
-    if method == "dks":
-        return [{"zeta": z} for z in opts.zeta]
-    if method == "tat":
-        from kernelshape.verify.networks import load
+    """One target dict per value of the option that applies to ``method`` on this network."""
+    from kernelshape.solve.options import applicable_targets
+    from kernelshape.topology import parse_spec
 
-        leaky = all(a.name == "leaky_relu" for a in load(spec)[0].activations.values())
-        return [{"eta": e} for e in opts.eta] if leaky else [{"tau": t} for t in opts.tau]
-    return [{}]
+    names = [n for n in applicable_targets(method, parse_spec(spec).activations.values())
+             if n in ("zeta", "tau", "eta")]
+    return [{name: v} for name in names for v in getattr(opts, name)] or [{}]
 
 
 def _specs(spec: str, depths: list[int] | None) -> list[str]:
+    from kernelshape.topology.spec import with_option
+
     return [with_option(spec, "depth", d) for d in depths] if depths else [spec]
 
 
@@ -221,38 +210,13 @@ def _approximation(spec: str, opts: argparse.Namespace) -> tuple[dict[str, Any],
     return payload, "\n\n".join(blocks), True
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Entry point of ``kernelshape verify``; returns the exit code."""
-    theorem = getattr(args, "theorem", None)
-    prog = f"kernelshape verify {theorem}"
-    try:
-        if theorem not in THEOREMS:
-            raise _BadInput(f"unknown check {theorem!r}; choose from {', '.join(THEOREMS)}")
-        extra = list(getattr(args, "extra", None) or [])
-        if "-h" in extra or "--help" in extra:
-            build_parser(theorem).print_help()
-            return 0
-        opts = build_parser(theorem).parse_args(extra)
-        spec = getattr(args, "net", None)
-        if not spec:
-            raise _BadInput("--net SPEC is required")
-        run = {"theorem13": _theorem13, "theorem27": _theorem27,
-               "approximation": _approximation}[theorem]
-        payload, text, holds = run(spec, opts)
-    except _BadInput as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    if getattr(args, "json", False):
-        emit = getattr(args, "emit_json", None)
-        if emit is not None:
-            emit(payload)
-        else:
-            from kernelshape.cli.output import jsonable
-
-            sys.stdout.write(json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n")
+def run(args: argparse.Namespace) -> int:
+    """kernelshape verify CHECK: 0 every inequality holds, 1 one is violated."""
+    check = {"theorem13": _theorem13, "theorem27": _theorem27,
+             "approximation": _approximation}[args.theorem]
+    payload, text, holds = check(args.net, args)
+    if args.json and args.emit_json is not None:
+        args.emit_json(payload)
     else:
         print(text)
     return 0 if holds else 1
