@@ -33,7 +33,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check kernelshape tests benchmarks
 
 test: $(VENV)/.installed-dev lint
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 bench: $(VENV)/.installed-dev
 	OPENBLAS_NUM_THREADS=1 $(PY) -m benchmarks

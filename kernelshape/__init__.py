@@ -4,6 +4,8 @@ The core (activations, maps, topology, solvers) needs only numpy, scipy, sympy a
 Names are imported lazily, so ``import kernelshape`` (and the CLI) starts fast.
 """
 
+import sys
+from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
 
@@ -24,16 +26,23 @@ _EXPORTS = {
     "load_constants": "kernelshape.constants",
 }
 
+def lazy_exports(module: str, exports: Mapping[str, str]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for package ``module`` that import each name of
+    ``exports`` (name -> defining module) on first use and keep it."""
+
+    def getattr_(name: str) -> Any:
+        if name in exports:
+            value = getattr(import_module(exports[name]), name)
+            setattr(sys.modules[module], name, value)
+            return value
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    def dir_() -> list[str]:
+        return sorted(set(vars(sys.modules[module])) | set(exports))
+
+    return getattr_, dir_
+
+
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kernelshape' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

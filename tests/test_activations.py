@@ -10,8 +10,15 @@ import pytest
 import sympy as sp
 
 import kernelshape as ks
-from kernelshape.engine.activations import Activation, Transform, activation, list_activations
-from kernelshape.engine.callables import CallableActivation, fd_weights, from_callable
+from kernelshape.engine.activations import (
+    Activation,
+    CallableActivation,
+    Transform,
+    activation,
+    from_callable,
+    list_activations,
+)
+from kernelshape.engine.callables import fd_weights
 from kernelshape.engine.maps import SUMMARY_KEYS, cmap, local_summary, qmap
 from kernelshape.engine.symbolic import Sigmoid, Softplus, X
 

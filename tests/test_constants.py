@@ -17,6 +17,7 @@ from kernelshape import constants as kc
 from kernelshape.constants import (
     FORMAT_VERSION,
     build_document,
+    files,
     load_constants,
     network_hash,
     save_document,
@@ -346,7 +347,7 @@ def test_failure_during_write_leaves_no_partial_file(tmp_path, monkeypatch, fail
     def broken_fsync(fd):
         raise failure
 
-    monkeypatch.setattr(kc.os, "fsync", broken_fsync)
+    monkeypatch.setattr(files.os, "fsync", broken_fsync)
     with pytest.raises(type(failure)):
         save_document(new, path)
     assert path.read_bytes() == before
@@ -357,7 +358,7 @@ def test_failure_at_replace_leaves_no_temp_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("cross-device link")
 
-    monkeypatch.setattr(kc.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError):
         save_document(_good_document(), tmp_path / "c.json")
     assert _listing(tmp_path) == []

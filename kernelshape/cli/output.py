@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+import mpmath
+
 
 class UsageError(Exception):
     """Bad input from the user: exit code 2, message on stderr."""
@@ -23,15 +25,13 @@ class Unavailable(Exception):
 
 
 def is_mp(value: Any) -> bool:
-    """True for mpmath numbers (checked without importing mpmath)."""
-    return type(value).__module__.startswith("mpmath")
+    """True for mpmath numbers."""
+    return isinstance(value, mpmath.mpf | mpmath.mpc)
 
 
 def fmt(value: Any, dps: int | None = None) -> str:
     """A number as text: floats at round-trip precision, mpmath numbers with their digits."""
     if is_mp(value):
-        import mpmath
-
         return mpmath.nstr(value, dps or mpmath.mp.dps)
     if isinstance(value, bool) or value is None:
         return str(value)
@@ -51,8 +51,6 @@ def fmt(value: Any, dps: int | None = None) -> str:
 def fmt_short(value: Any, digits: int = 3) -> str:
     """A residual or tolerance in short scientific notation."""
     if is_mp(value):
-        import mpmath
-
         return mpmath.nstr(value, digits)
     try:
         number = float(value)

@@ -161,8 +161,9 @@ def _theorem27(spec: str, opts: argparse.Namespace) -> tuple[dict[str, Any], str
         kw: dict[str, Any] = {}
         if opts.cosines:
             kw["cosines"] = opts.cosines
+        if opts.widths is not None:
+            kw["widths"] = opts.widths
         reports.append(theorem27(spec, method=method, zetas=opts.zeta, depths=opts.depths,
-                                 widths=opts.widths if opts.widths is not None else (512,),
                                  seeds=range(opts.seeds or 1), tau=opts.tau[0],
                                  eta=opts.eta[0], n=opts.grid or GRID, **kw))
     headers = ["network", "method", "depth", "zeta", "width", "seed",

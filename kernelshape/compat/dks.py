@@ -44,6 +44,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# the official dks package's own defaults (part of the API this module mirrors, so written
+# here rather than taken from kernelshape.solve.options)
 DKS_DEFAULTS = {"c_slope_1_target": 1.5, "local_q_slope_target": 1.0}
 TAT_DEFAULTS = {"c_val_0_target": 0.9, "c_curve_target": 0.3}
 METHODS = {"DKS": "dks", "TAT": "tat", "untransformed": "none"}

@@ -2,10 +2,13 @@
 
 | module | what |
 |---|---|
-| ``activations`` | ``Activation``, ``Transform``, ``activation(...)``, the built-ins |
-| ``expressions`` | the whitelist parser for activation text |
-| ``symbolic`` | sympy pieces, kinks, compiled derivatives |
-| ``callables`` | Python callables as activations |
+| ``ops`` | the op table: every function an activation expression may call |
+| ``expression`` | the whitelist parser: text -> typed expression tree (never ``eval``) |
+| ``builtins`` | the built-in activations (formula, display text, parameters), defined once |
+| ``transform`` | ``Transform``: ``gamma * (phi(alpha * x + beta) + delta)`` |
+| ``activations`` | ``Activation``, ``activation(...)``, activations from Python callables |
+| ``symbolic`` | the tree lowered to sympy: pieces, kinks, compiled derivatives |
+| ``callables`` | finite-difference and JAX derivatives of plain callables |
 | ``quadrature`` | float64 Gaussian expectations split at kinks |
 | ``closed_forms`` | exact dual kernels |
 | ``hermite`` | certified Hermite (Mehler) series |

@@ -8,8 +8,9 @@ A transformed activation is ``phi_hat(x) = gamma * (phi(alpha * x + beta) + delt
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import cached_property
 
@@ -18,8 +19,17 @@ import numpy as np
 import sympy as sp
 
 from kernelshape.engine.builtins import BUILTINS, base_expression, builtin_name, list_builtins
+from kernelshape.engine.callables import (
+    FD_STEPS,
+    STENCIL_HALF_WIDTH,
+    fd_weights,
+    jax_derivative,
+    vectorized,
+)
 from kernelshape.engine.expression import Node, allowed_description
 from kernelshape.engine.symbolic import (
+    MAX_JUMP_ORDER,
+    Piece,
     PiecewiseInfo,
     X,
     analyze,
@@ -181,6 +191,7 @@ class Activation:
 
 
 _CACHE: dict[tuple, Activation] = {}
+_CALLABLES = itertools.count(1)  # labels of unnamed callables
 
 
 def activation(spec: str | Activation | Callable, **params: float) -> Activation:
@@ -193,8 +204,6 @@ def activation(spec: str | Activation | Callable, **params: float) -> Activation
             raise ValueError("parameters cannot be given together with an Activation object")
         return spec
     if callable(spec) and not isinstance(spec, str):
-        from kernelshape.engine.callables import from_callable
-
         return from_callable(spec, **params)
     if not isinstance(spec, str):
         raise TypeError(
@@ -265,3 +274,160 @@ def _validate(act: Activation, spec: str) -> None:
                 "phi(x)^2 * exp(-x^2/2) -> 0 quickly, e.g. grow at most like exp(x^2/8)"
             )
     del info
+
+
+class CallableActivation(Activation):
+    """An :class:`Activation` backed by a Python callable (see the module docstring)."""
+    def __init__(self, fn: Callable, name: str, kinks: Sequence[float] = (),
+                 transform: Transform | None = None, smooth_order: int | None = None,
+                 _derivatives: dict | None = None) -> None:
+        self.fn = fn
+        self._values = vectorized(fn)
+        self._kink_points = tuple(sorted(float(k) for k in kinks))
+        self._given_smooth_order = smooth_order
+        self._derivatives = {} if _derivatives is None else _derivatives
+        super().__init__(name, sp.Function(name.replace(" ", "_"))(X), {}, transform, False,
+                         None)
+
+    # identity: the callable object itself is part of the key
+    def _key(self) -> tuple:
+        return ("callable", id(self.fn), self.name, self._kink_points, self.transform)
+
+    @property
+    def info(self) -> PiecewiseInfo:
+        if self._info is None:
+            kinks = self._kink_points
+            bounds = (-math.inf, *kinks, math.inf)
+            pieces = tuple(Piece(lo, hi, self.expr) for lo, hi in itertools.pairwise(bounds))
+            order = self._given_smooth_order
+            if order is None:
+                order = self._estimate_smooth_order() if kinks else MAX_JUMP_ORDER + 1
+            self._info = PiecewiseInfo(pieces, kinks, order)
+        return self._info
+
+    def _estimate_smooth_order(self) -> int:
+        """0 if the value jumps at a kink, 1 if the slope jumps, else 2."""
+        for k in self._kink_points:
+            h = 1e-9 * max(1.0, abs(k))
+            left, right = self._values(np.array([k - h, k + h]))
+            if abs(right - left) > 1e-6 * max(1.0, abs(left), abs(right)):
+                return 0
+        for k in self._kink_points:
+            left = self._one_sided(np.array([k - 1e-12]), 1, k, -1)[0]
+            right = self._one_sided(np.array([k]), 1, k, +1)[0]
+            if abs(right - left) > 1e-6 * max(1.0, abs(left), abs(right)):
+                return 1
+        return 2
+
+    @property
+    def base(self) -> CallableActivation:
+        return CallableActivation(self.fn, self.name, self._kink_points, None,
+                                  self._given_smooth_order, self._derivatives)
+
+    def transformed(self, t: Transform | Mapping[str, float]) -> CallableActivation:
+        if isinstance(t, Mapping):
+            t = Transform(**t)
+        if t.negative_slope is not None:
+            raise ValueError("negative_slope applies only to leaky_relu, not to a callable")
+        combined = self.transform.then(t) if not self.transform.is_identity else t
+        combined = replace(combined, negative_slope=None)
+        out = CallableActivation(self.fn, self.name, self._kink_points, combined,
+                                 self._given_smooth_order, self._derivatives)
+        out._info = self._info
+        return out
+
+    # --- evaluation ---------------------------------------------------------------------
+    def base_derivative(self, x: np.ndarray, order: int = 0) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if order == 0:
+            return self._values(x)
+        if order not in self._derivatives:
+            self._derivatives[order] = jax_derivative(self.fn, order) or False
+        exact = self._derivatives[order]
+        if exact:
+            return exact(x)
+        return self._finite_difference(x, order)
+
+    def _finite_difference(self, x: np.ndarray, order: int) -> np.ndarray:
+        h = FD_STEPS.get(order, 0.08)
+        p = STENCIL_HALF_WIDTH
+        out = np.empty(x.shape)
+        near = np.zeros(x.shape, dtype=bool)
+        for k in self._kink_points:
+            for side, mask in ((+1, (x >= k) & (x < k + p * h)), (-1, (x < k) & (x > k - p * h))):
+                mask &= ~near
+                if mask.any():
+                    out[mask] = self._one_sided(x[mask], order, k, side)
+                    near |= mask
+        far = ~near
+        if far.any():
+            offsets = tuple(range(-p, p + 1))
+            w = fd_weights(order, offsets)
+            xf = x[far]
+            acc = np.zeros(xf.shape)
+            for j, wj in zip(offsets, w, strict=True):
+                if wj != 0.0:
+                    acc += wj * self._values(xf + j * h)
+            out[far] = acc / h**order
+        return out
+
+    def _one_sided(self, x: np.ndarray, order: int, kink: float, side: int) -> np.ndarray:
+        """Stencil entirely on one side of ``kink`` (``side`` +1: right, -1: left)."""
+        h = 0.5 * FD_STEPS.get(order, 0.08)
+        n = 2 * STENCIL_HALF_WIDTH
+        offsets = tuple(range(0, n + 1)) if side > 0 else tuple(range(-n, 1))
+        w = fd_weights(order, offsets)
+        acc = np.zeros(x.shape)
+        for j, wj in zip(offsets, w, strict=True):
+            acc += wj * self._values(x + j * h)
+        return acc / h**order
+
+    def mp_piece_functions(self, order: int = 0) -> list[tuple[float, float, Callable]]:
+        """mpmath wrappers around the float64 callable (float64-limited precision)."""
+        def fn(x: mp.mpf) -> mp.mpf:
+            return mp.mpf(float(self.base_derivative(np.array([float(x)]), order)[0]))
+
+        return [(p.lo, p.hi, fn) for p in self.info.pieces]
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["callable"] = getattr(self.fn, "__qualname__", repr(self.fn))
+        return d
+
+
+def from_callable(fn: Callable, name: str | None = None, kinks: Sequence[float] = (),
+                  smooth_order: int | None = None) -> CallableActivation:
+    """Wrap a Python callable ``fn(x)`` (numpy-vectorized or scalar) as an activation.
+
+    ``kinks``: points where ``fn`` is not smooth (the pieces between them must be analytic);
+    ``smooth_order``: how many derivatives are ordinary functions at the kinks (estimated if
+    omitted). Raises ValueError if ``fn`` is not real and finite or grows too fast for
+    ``E[fn(z)^2]`` to be finite.
+    """
+    if not callable(fn):
+        raise TypeError(f"expected a callable, got {fn!r}")
+    label = name or getattr(fn, "__name__", "callable")
+    if label == "<lambda>":
+        label = "lambda"
+    label = f"callable:{label}#{next(_CALLABLES)}" if name is None else name
+    act = CallableActivation(fn, label, kinks, None, smooth_order)
+    grid = np.linspace(-12.0, 12.0, 481)
+    try:
+        values = act.base_derivative(grid)
+    except Exception as exc:  # noqa: BLE001 - report any failure of the user's function
+        raise ValueError(f"activation callable {label!r} failed on a float array: {exc}") from exc
+    if not np.all(np.isfinite(values)):
+        bad = grid[~np.isfinite(values)][0]
+        raise ValueError(f"activation callable {label!r} is not finite and real for every real "
+                         f"x (e.g. at x={bad:g})")
+    with np.errstate(all="ignore"):
+        far = act.base_derivative(np.array([20.0, 30.0, -20.0, -30.0]))
+        growth = 2 * np.log(np.abs(far)) - np.array([20.0, 30.0, 20.0, 30.0]) ** 2 / 2
+    if np.any(np.isnan(far)):
+        raise ValueError(f"activation callable {label!r} returns NaN at |x| = 20 or 30")
+    for g20, g30 in ((growth[0], growth[1]), (growth[2], growth[3])):
+        if g30 > -60.0 or (g30 > g20 and g30 > -200.0):
+            raise ValueError(
+                f"activation callable {label!r} grows too fast: its Gaussian second moment "
+                "E[phi(z)^2] diverges (or is not reliably finite)")
+    return act

@@ -44,7 +44,7 @@ import numpy as np
 from numpy.polynomial import chebyshev
 from scipy import fft
 
-from kernelshape.engine import closed_forms, hermite
+from kernelshape.engine import closed_forms, hermite, precise
 from kernelshape.engine.activations import Activation, activation
 from kernelshape.engine.quadrature import Scaled, expect_1d, expect_2d
 from kernelshape.engine.symbolic import q_derivative_weight
@@ -139,7 +139,6 @@ def qmap(act: Activation | str, q, order: int = 0, dps: int | None = None):
     act = _as_activation(act)
     order = _check_order(order)
     if dps is not None:
-        from kernelshape.engine import precise
 
         return precise.qmap(act, q, order, dps)
     qs = np.asarray(q, dtype=float)
@@ -421,7 +420,6 @@ def cmap(act: Activation | str, c, q1: float = 1.0, q2: float = 1.0, order: int 
     order = _check_order(order)
     q1, q2 = _check_q("q1", q1), _check_q("q2", q2)
     if dps is not None:
-        from kernelshape.engine import precise
 
         return precise.cmap(act, c, q1, q2, order, dps)
     cs = _check_c(c)
@@ -460,7 +458,6 @@ def local_summary(act: Activation | str, dps: int | None = None) -> dict[str, fl
     """
     act = _as_activation(act)
     if dps is not None:
-        from kernelshape.engine import precise
 
         return precise.local_summary(act, dps)
     values = _summary(act)

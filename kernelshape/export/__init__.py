@@ -14,14 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kernelshape.constants import atomic_write_text, load_constants, validate_document
 from kernelshape.export.generate import FRAMEWORKS, framework_name, generate
 
 __all__ = ["FRAMEWORKS", "export", "export_to_file", "framework_name"]
 
 
 def _document(document_or_path: Any, verify: bool) -> dict[str, Any]:
-    from kernelshape.constants import load_constants, validate_document
-
     if isinstance(document_or_path, (str, os.PathLike)):
         return load_constants(document_or_path, verify=verify)
     doc = document_or_path
@@ -55,6 +54,4 @@ def export_to_file(
     verify: bool = True,
 ) -> Path:
     """Write ``export(document_or_path, to)`` to ``path`` atomically; return the path."""
-    from kernelshape.constants import atomic_write_text
-
     return atomic_write_text(path, export(document_or_path, to, verify=verify))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any, NamedTuple
 
+from kernelshape import __version__
 from kernelshape.engine.activations import activation
 from kernelshape.engine.expression import Node, fold, to_source
 
@@ -115,8 +116,6 @@ def base_trees(doc: Mapping[str, Any]) -> dict[str, Node]:
 
 
 def _header(doc: Mapping[str, Any], fw: Framework, formulas: Mapping[str, str]) -> list[str]:
-    from kernelshape import __version__
-
     cert, net = doc["certificate"], doc["network"]
     lines = [
         f'"""Transformed activations for {fw.title}, exported by kernelshape {__version__}.',
@@ -151,8 +150,6 @@ def _header(doc: Mapping[str, Any], fw: Framework, formulas: Mapping[str, str]) 
 
 def generate(doc: Mapping[str, Any], to: str) -> str:
     """Source text of the ``to`` module for a validated constants document ``doc``."""
-    from kernelshape import __version__
-
     framework = framework_name(to)
     fw = FRAMEWORKS[framework]
     trees = base_trees(doc)

@@ -19,8 +19,20 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from kernelshape.engine.activations import activation
+from kernelshape.engine.maps import cmap, qmap
 from kernelshape.plots.style import CYCLE, LINESTYLES, MARKERS, OKABE_ITO, REFERENCE, new_figure
+from kernelshape.solve import InfeasibleError, eoc_chain_states, shape
 from kernelshape.solve.options import default
+from kernelshape.topology import nets, parse_spec
+from kernelshape.verify.approximation import kernel_approximation
+from kernelshape.verify.theorem13 import check_cmap, polynomial_cmap, theorem13
+from kernelshape.verify.theorem27 import (
+    empirical_check,
+    empirical_per_layer_ntk,
+    infinite_check,
+    per_layer_ntk,
+)
 
 DEPTHS = (1, 2, 5, 10, 20, 50, 100)
 EOC_BIAS_VARIANCE = 0.05
@@ -45,16 +57,12 @@ class PlotOptions:
 
 @lru_cache(maxsize=256)
 def _mlp(depth: int, act: str):
-    from kernelshape.topology import nets
-
     return nets.mlp(depth, width=16, activation=act, input_dim=16, num_classes=2)
 
 
 @lru_cache(maxsize=256)
 def _transforms(depth: int, act: str, method: str, target: float | None):
     """Transforms of a depth-``depth`` MLP shaped by ``method`` (None: unattainable)."""
-    from kernelshape.solve import InfeasibleError, shape
-
     if method == "none":
         return {}
     key = {"dks": "zeta", "tat": "eta" if act == "leaky_relu" else "tau"}[method]
@@ -67,16 +75,11 @@ def _transforms(depth: int, act: str, method: str, target: float | None):
 @lru_cache(maxsize=4)
 def _eoc(act: str, bias_variance: float) -> tuple[float, float]:
     """(weight variance, q*) of the edge of chaos for ``act`` with ``bias_variance``."""
-    from kernelshape.solve import shape
-
     info = shape(_mlp(1, act), "eoc", bias_variance=bias_variance).eoc[act]
     return float(info["weight_variance"]), float(info["q_fixed_point"])
 
 
 def _eoc_states(act: str, depth: int, c: np.ndarray) -> list[tuple[float, np.ndarray]]:
-    from kernelshape.engine.activations import activation
-    from kernelshape.solve import eoc_chain_states
-
     sw2, q_star = _eoc(act, EOC_BIAS_VARIANCE)
     return eoc_chain_states(activation(act), depth, sw2, EOC_BIAS_VARIANCE, c, q_star)
 
@@ -164,9 +167,6 @@ def draw_cmap_degeneration(opts: PlotOptions) -> Figure:
 def draw_local_maps(opts: PlotOptions) -> Figure:
     """Local C map, its deviation from c, and Q map of an activation before/after DKS and TAT
     (constants of a 20-layer MLP)."""
-    from kernelshape.engine.activations import activation
-    from kernelshape.engine.maps import cmap, qmap
-
     name = opts.activation or "tanh"
     base = activation(name)
     depth = 20
@@ -274,8 +274,6 @@ def draw_c_propagation(opts: PlotOptions) -> Figure:
 # --------------------------------------------------------------------------- theorem13
 
 def _theorem13_rows(quick: bool) -> tuple[list, list]:
-    from kernelshape.verify.theorem13 import theorem13
-
     zetas = (1.2, 2.0) if quick else (1.05, 1.2, 1.5, 2.0, 3.0)
     depths = (2,) if quick else (2, 10, 50)
     n = 129 if quick else 257
@@ -294,8 +292,6 @@ def _theorem13_rows(quick: bool) -> tuple[list, list]:
 
 def draw_theorem13(opts: PlotOptions) -> Figure:
     """Measured deviations of network C maps against the Theorem 13 bounds."""
-    from kernelshape.verify.theorem13 import check_cmap, polynomial_cmap
-
     dks, others = _theorem13_rows(opts.quick)
     fig = new_figure(17, 5.8)
     ax1, ax2, ax3 = fig.subplots(1, 3)
@@ -355,15 +351,6 @@ def draw_theorem13(opts: PlotOptions) -> Figure:
 
 def draw_theorem27(opts: PlotOptions) -> Figure:
     """Per-layer NTK deviation from x'x/d0 against 11(ζ − 1), and Θ_i(c) for one network."""
-    from kernelshape.solve import shape
-    from kernelshape.topology import parse_spec
-    from kernelshape.verify.theorem27 import (
-        empirical_check,
-        empirical_per_layer_ntk,
-        infinite_check,
-        per_layer_ntk,
-    )
-
     zetas = (1.1, 1.5) if opts.quick else (1.05, 1.1, 1.2, 1.5, 2.0, 3.0)
     depths = (3,) if opts.quick else (5, 20)
     width = 128 if opts.quick else 512
@@ -417,8 +404,6 @@ def draw_theorem27(opts: PlotOptions) -> Figure:
 
 def draw_kernel_approximation(opts: PlotOptions) -> Figure:
     """RMS error of the predicted q and c of a random DKS tanh MLP against width (log-log)."""
-    from kernelshape.verify.approximation import kernel_approximation
-
     spec = "mlp:depth=10,width=64,input_dim=64,activation=tanh"
     widths = (64, 256, 1024) if opts.quick else (64, 128, 256, 512, 1024, 2048, 4096)
     small = (64, 128) if opts.quick else (64, 128, 256)

@@ -125,32 +125,8 @@ def _f_elu(x, alpha):
     return tf.where(x > 0, x, alpha * tf.math.expm1(_f_min(x, 0.0)))
 
 
-OPS = {
-    "exp": _f_exp,
-    "log": _f_log,
-    "log1p": _f_log1p,
-    "expm1": _f_expm1,
-    "sqrt": _f_sqrt,
-    "tanh": _f_tanh,
-    "sinh": _f_sinh,
-    "cosh": _f_cosh,
-    "sin": _f_sin,
-    "cos": _f_cos,
-    "atan": _f_atan,
-    "asinh": _f_asinh,
-    "erf": _f_erf,
-    "erfc": _f_erfc,
-    "abs": _f_abs,
-    "sign": _f_sign,
-    "step": _f_step,
-    "sigmoid": _f_sigmoid,
-    "softplus": _f_softplus,
-    "max": _f_max,
-    "min": _f_min,
-    "relu": _f_relu,
-    "leaky_relu": _f_leaky_relu,
-    "elu": _f_elu,
-}
+#: op name -> its implementation (every ``_f_<op>`` above)
+OPS = {name[3:]: fn for name, fn in list(globals().items()) if name.startswith("_f_")}
 
 
 def _constants(name):

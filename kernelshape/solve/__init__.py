@@ -5,8 +5,7 @@ defaults, ranges) is ``kernelshape.solve.options``, which imports no numerics (t
 line reads it while building its parser). Names are imported lazily.
 """
 
-from importlib import import_module
-from typing import Any
+from kernelshape import lazy_exports
 
 _EXPORTS = {
     "DPS_RANGE": "kernelshape.solve.options",
@@ -21,15 +20,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kernelshape.solve' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

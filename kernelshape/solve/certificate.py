@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kernelshape.engine.activations import Activation
+from kernelshape.engine.precise import local_summary
 
 MP_DIGITS = 30
 
@@ -93,7 +94,6 @@ def summary(act: Activation, route: str) -> dict[str, float]:
     if route == "float":
         return de_summary(act)
     if route == "mp":
-        from kernelshape.engine.precise import local_summary
 
         return {k: float(v) for k, v in local_summary(act, dps=MP_DIGITS).items()}
     raise ValueError(f"certify must be 'float' or 'mp', got {route!r}")

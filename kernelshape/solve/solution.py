@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kernelshape.constants import build_document, save_document
 from kernelshape.engine.activations import Activation, Transform
 
 
@@ -69,8 +70,6 @@ class Solution:
 
     def to_document(self) -> dict[str, Any]:
         """The versioned constants document (see :mod:`kernelshape.constants`)."""
-        from kernelshape.constants import build_document
-
         entries = {}
         for key, act in self.activations.items():
             entry = {"activation": act.name, "params": dict(act.params)}
@@ -85,8 +84,6 @@ class Solution:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the constants document atomically; returns the path."""
-        from kernelshape.constants import save_document
-
         return save_document(self.to_document(), path)
 
     def summary(self) -> str:

@@ -42,6 +42,7 @@ from kernelshape.solve.options import (
     check_targets,
     default,
 )
+from kernelshape.solve.precise_polish import polish
 from kernelshape.solve.solution import Solution
 from kernelshape.topology import parse_spec
 
@@ -380,8 +381,6 @@ def shape(net: Shapeable | str, method: str = "dks", *, zeta: float | None = Non
 def _precise(act: Activation, method: str, local_targets: dict[str, float], root: LocalRoot,
              dps: int) -> dict[str, str]:
     """The chosen root to ``dps`` digits (strings), by mpmath Newton from the float64 root."""
-    from kernelshape.solve.precise_polish import polish
-
     targets = {"q_slope": local_targets["q_slope"]}
     key = "c_slope_1" if method == "dks" else "c_curv_1"
     targets[key] = local_targets[key]

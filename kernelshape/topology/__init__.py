@@ -27,8 +27,8 @@ from kernelshape.topology.layers import (
     SelfAttention,
     WeightedSum,
 )
-from kernelshape.topology.network import Network, network
-from kernelshape.topology.serialization import FORMAT_VERSION, load_network
+from kernelshape.topology.network import Network, load_network, network
+from kernelshape.topology.serialization import FORMAT_VERSION
 from kernelshape.topology.spec import parse_spec
 from kernelshape.topology.state import KernelState
 from kernelshape.topology.subnetworks import Subnetwork

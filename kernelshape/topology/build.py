@@ -24,6 +24,7 @@ from kernelshape.topology.combinators import (
 )
 from kernelshape.topology.graph import INPUT_ID, Node
 from kernelshape.topology.layers import ChannelConcat, Input, Layer, Shape, WeightedSum
+from kernelshape.topology.validation import node_shape
 
 _NO_SINGLE_OUTPUT = ""
 _HEADS_LAST = "Heads must be the last part of a description (it ends the network)"
@@ -60,7 +61,6 @@ class _Builder:
             key = (scope, id(layer))
             share = self.owners.setdefault(key, node_id)
             share = None if share == node_id else share
-        from kernelshape.topology.validation import node_shape
 
         node = Node(node_id, layer, parents, share=share)
         self.shapes[node_id] = node_shape(node, [self.shapes[p] for p in parents])

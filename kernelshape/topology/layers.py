@@ -23,12 +23,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from kernelshape.engine.activations import activation
+from kernelshape.engine.maps import cmap, qmap
 from kernelshape.topology.state import KernelState, mix_states
 
 if TYPE_CHECKING:
     from kernelshape.engine.activations import Activation
 
 Shape = tuple[int, ...]
+
+#: every layer class by name (saved descriptions name their layers' classes); a subclass of
+#: ``Layer`` registers itself here when it is defined
+LAYER_TYPES: dict[str, type[Layer]] = {}
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -64,6 +70,11 @@ class Layer:
     arity: ClassVar[int | None] = 1  # number of inputs; None = one or more
     #: why the layer has no kernel map although networks may contain it (trainer-only layers)
     kernel_refusal: ClassVar[str] = ""
+
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if register:
+            LAYER_TYPES[cls.__name__] = cls
 
     def __post_init__(self) -> None:
         if self.name is not None and (not isinstance(self.name, str) or not self.name
@@ -239,8 +250,6 @@ class Nonlinearity(Layer):
 
     def resolve(self) -> Activation:
         """The ``kernelshape.engine.activations.Activation`` this layer applies."""
-        from kernelshape.engine.activations import activation
-
         return activation(self.activation)
 
     def params(self) -> dict[str, Any]:
@@ -250,8 +259,6 @@ class Nonlinearity(Layer):
     def kernel_fn(self, inputs: Sequence[KernelState],
                   activations: Mapping[str, Activation]) -> KernelState:
         """``q_i -> Q(q_i)``, ``c -> C(c; q1, q2)``; jets by the chain rule (Faa di Bruno)."""
-        from kernelshape.engine.maps import qmap
-
         act = activations[self.activation_key]
         s = inputs[0]
         q1 = qmap(act, s.q1)
@@ -268,8 +275,6 @@ class Nonlinearity(Layer):
 def _cmap(act: Activation, c: np.ndarray, q1: np.ndarray, q2: np.ndarray,
           order: int) -> np.ndarray:
     """``maps.cmap`` broadcast over arrays of q1 and q2 (one call per distinct pair)."""
-    from kernelshape.engine.maps import cmap
-
     q1, q2 = np.asarray(q1, dtype=float), np.asarray(q2, dtype=float)
     if q1.size == 1 and q2.size == 1:
         return cmap(act, c, float(q1.flat[0]), float(q2.flat[0]), order=order)
@@ -418,7 +423,7 @@ class ChannelConcat(Layer):
 
 
 @dataclass(frozen=True, eq=False)
-class Unsupported(Layer):
+class Unsupported(Layer, register=False):
     """A layer type outside DKS/TAT theory; a network containing it is rejected."""
 
     role: ClassVar[str] = "unsupported"
@@ -492,8 +497,3 @@ class SelfAttention(Unsupported):
                                   "support needs a Gram-matrix kernel state (not available yet)")
 
 
-LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.__name__: cls
-    for cls in (Input, Dense, Conv, Nonlinearity, LayerNorm, GlobalAvgPool, Flatten,
-                WeightedSum, ChannelConcat, BatchNorm, MaxPool, Gate, SelfAttention)
-}

@@ -8,6 +8,8 @@ sharing).
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
@@ -19,6 +21,7 @@ from kernelshape.topology.build import expand
 from kernelshape.topology.combinators import Description
 from kernelshape.topology.graph import INPUT_ID, Node, ancestors_until
 from kernelshape.topology.layers import Input, Nonlinearity, Shape
+from kernelshape.topology.serialization import description_from_dict, network_to_dict
 from kernelshape.topology.state import KernelState
 from kernelshape.topology.subnetworks import SubnetFunctions, Subnetwork
 from kernelshape.topology.validation import kernel_refusal, validate
@@ -298,8 +301,6 @@ class Network:
     # --- serialization --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (see ``kernelshape.topology.serialization``)."""
-        from kernelshape.topology.serialization import network_to_dict
-
         if self._override is not None:
             warnings.warn("the user-supplied subnet_max override is Python code and is not saved "
                           "with the network description", UserWarning, stacklevel=2)
@@ -307,13 +308,11 @@ class Network:
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> Network:
-        from kernelshape.topology.serialization import network_from_dict
-
-        return network_from_dict(data)
+        """The network of a JSON description (re-validated)."""
+        nodes, outputs, name, spec = description_from_dict(data)
+        return Network(nodes, outputs, name=name, spec=spec)
 
     def to_json(self, indent: int | None = 1) -> str:
-        import json
-
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str) -> None:
@@ -342,3 +341,13 @@ def _elementwise(fn: Callable[[float], float], x: Any) -> np.ndarray | float:
     x = np.asarray(x, dtype=float)
     values = np.array([float(fn(float(v))) for v in x.ravel()]).reshape(x.shape)
     return _plain(values)
+
+
+def load_network(path: str | os.PathLike[str]) -> Network:
+    """Read a network description saved with ``Network.save``."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{os.fspath(path)} is not valid JSON: {exc}") from None
+    return Network.from_dict(data)

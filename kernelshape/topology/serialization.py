@@ -14,12 +14,11 @@ reuses. Loading re-validates everything (cycles, shapes, normalization, ...).
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from kernelshape.engine.activations import Activation
 from kernelshape.topology.graph import Node
 from kernelshape.topology.layers import LAYER_TYPES, Input, Nonlinearity
 
@@ -45,9 +44,18 @@ def network_to_dict(net: Network) -> dict[str, Any]:
             "outputs": list(net.outputs), "nodes": nodes}
 
 
-def network_from_dict(data: Mapping[str, Any]) -> Network:
-    from kernelshape.topology.network import Network
+class Description(NamedTuple):
+    """What a saved description holds: the nodes (validated by ``Network``), the outputs,
+    the name and the SPEC."""
 
+    nodes: list[Node]
+    outputs: list[str]
+    name: str | None
+    spec: str | None
+
+
+def description_from_dict(data: Mapping[str, Any]) -> Description:
+    """The nodes and outputs of a JSON description (checked field by field)."""
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise ValueError(f"not a network description: expected \"format\": \"{FORMAT}\"")
     version = str(data.get("format_version", ""))
@@ -58,7 +66,7 @@ def network_from_dict(data: Mapping[str, Any]) -> Network:
         if key not in data:
             raise ValueError(f"network description has no {key!r}")
     nodes = [_node_from_dict(entry) for entry in data["nodes"]]
-    return Network(nodes, list(data["outputs"]), name=data.get("name"), spec=data.get("spec"))
+    return Description(nodes, list(data["outputs"]), data.get("name"), data.get("spec"))
 
 
 def _node_from_dict(entry: Mapping[str, Any]) -> Node:
@@ -75,8 +83,6 @@ def _node_from_dict(entry: Mapping[str, Any]) -> Node:
         raise ValueError(f"node {node_id!r} ({type_name}) has unknown fields "
                          f"{sorted(set(params) - set(allowed))}; allowed: {allowed}")
     if cls is Nonlinearity and isinstance(params.get("activation"), Mapping):
-        from kernelshape.engine.activations import Activation
-
         params["activation"] = Activation.from_dict(params["activation"])
     if cls is Input and "shape" in params:
         params["shape"] = tuple(params["shape"])
@@ -85,13 +91,3 @@ def _node_from_dict(entry: Mapping[str, Any]) -> Node:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"node {node_id!r} ({type_name}): {exc}") from None
     return Node(node_id, layer, tuple(entry.get("parents", ())), share=entry.get("share"))
-
-
-def load_network(path: str | os.PathLike) -> Network:
-    """Read a network description saved with ``Network.save``."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{os.fspath(path)} is not valid JSON: {exc}") from None
-    return network_from_dict(data)

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kernelshape.topology.nets import PRESETS
-from kernelshape.topology.network import Network
-from kernelshape.topology.serialization import load_network
+from kernelshape.topology.network import Network, load_network
 
 
 def parse_spec(spec: str) -> Network:

@@ -7,8 +7,7 @@ continues a run exactly; see docs/training.md. The JAX backend (``kernelshape.tr
 Names are imported lazily (the command line reads ``TrainConfig`` while building its parser).
 """
 
-from importlib import import_module
-from typing import Any
+from kernelshape import lazy_exports
 
 _EXPORTS = {
     "METHODS": "kernelshape.train.config",
@@ -32,15 +31,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kernelshape.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -71,7 +71,7 @@ def _save_checkpoint(out: str, step: int, arrays: dict[str, np.ndarray]) -> None
 
 # --------------------------------------------------------------------------- progress bar
 
-class Progress:
+class ProgressBar:
     """One-line text progress bar on stderr, redrawn at most 10 times a second."""
 
     def __init__(self, total: int, enabled: bool) -> None:
@@ -153,7 +153,7 @@ def _loop(backend: Backend, config: TrainConfig, state: Any, start: int, out: st
     steps, log_every, ckpt_every = cfg.steps, cfg.log_every, cfg.checkpoint_every
     eval_every = cfg.eval_every
     metrics = None if out is None else os.path.join(out, METRICS)
-    bar = Progress(steps, sys.stderr.isatty() if progress is None else progress)
+    bar = ProgressBar(steps, sys.stderr.isatty() if progress is None else progress)
     history: list[dict[str, Any]] = []
     perm_cache: dict[int, np.ndarray] = {}
     current = (start, state)        # replaced in one assignment per step

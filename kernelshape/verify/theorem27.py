@@ -38,7 +38,7 @@ import numpy as np
 from kernelshape.engine.activations import Transform
 from kernelshape.engine.maps import cmap
 from kernelshape.solve import shape
-from kernelshape.solve.options import applicable_targets
+from kernelshape.solve.options import applicable_targets, default
 from kernelshape.topology import Network, parse_spec
 from kernelshape.topology.apply import Params, backward, forward, init_params
 from kernelshape.topology.spec import with_option
@@ -260,13 +260,15 @@ class Theorem27Report:
                               "averaged over the m outputs)"}
 
 
-def theorem27(spec: str | Network, *, method: str = "dks", zetas: Sequence[float] = (1.5,),
+def theorem27(spec: str | Network, *, method: str = "dks", zetas: Sequence[float] | None = None,
               depths: Sequence[int] | None = None, widths: Sequence[int] = (512,),
               seeds: Sequence[int] = (0,), cosines: Sequence[float] | None = None,
-              tau: float = 0.3, eta: float = 0.9, n: int = GRID) -> Theorem27Report:
+              tau: float | None = None, eta: float | None = None, n: int = GRID
+              ) -> Theorem27Report:
     """Theorem 27 over ``zetas`` x ``depths``: infinite width, and one random network per
     width and seed (``widths=()`` skips the finite-width part). ``depths`` rebuilds a preset
-    SPEC with ``depth=...``; ``widths`` with ``width=...``."""
+    SPEC with ``depth=...``; ``widths`` with ``width=...``. Targets left at None take the
+    solver's defaults (``kernelshape.solve.options.TARGETS``)."""
     start = time.perf_counter()
     if cosines is None:
         cosines = [float(v) for v in np.linspace(-1.0, 1.0, 9)]
@@ -275,7 +277,7 @@ def theorem27(spec: str | Network, *, method: str = "dks", zetas: Sequence[float
         if not spec.spec:
             raise ValueError("depths/widths need a preset SPEC")
     specs = [with_option(base, "depth", d) for d in depths] if depths else [base]
-    targets = list(zetas) if method == "dks" else [None]
+    targets = list(zetas or [default("zeta")]) if method == "dks" else [None]
     checks: list[NTKCheck] = []
     notes: list[str] = []
     for s in specs:
