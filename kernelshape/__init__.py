@@ -23,7 +23,7 @@ _EXPORTS = {
     "shape": "kernelshape.solve",
     "Solution": "kernelshape.solve",
     "InfeasibleError": "kernelshape.solve",
-    "load_constants": "kernelshape.constants",
+    "load_constants": "kernelshape.solve.recheck",
 }
 
 def lazy_exports(module: str, exports: Mapping[str, str]

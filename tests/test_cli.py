@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -21,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernelshape.constants import build_document, save_document
 from kernelshape.engine.activations import Transform, activation, list_activations
 from kernelshape.engine.maps import SUMMARY_KEYS, cmap, local_summary, qmap
+from kernelshape.solve import shape
+from kernelshape.topology import nets
 
 SCRIPT = shutil.which("kernelshape", path=os.path.dirname(sys.executable))
 SUBCOMMANDS = ("activations", "maps", "shape", "export", "verify", "plot", "train", "demo")
@@ -60,18 +60,8 @@ def one_json(proc: subprocess.CompletedProcess[str]) -> dict:
 
 
 def tanh_document(path: Path) -> Path:
-    """A constants document for tanh scaled to Q(1) = 1 (the scale is computed, and the
-    recorded residuals are evaluated, with kernelshape.engine.maps)."""
-    scale = 1.0 / math.sqrt(local_summary("tanh")["q_value"])
-    transform = Transform(output_scale=scale)
-    found = local_summary(activation("tanh").transformed(transform))
-    assert abs(found["q_value"] - 1.0) < 1e-12 and abs(found["c_value_0"]) < 1e-12
-    doc = build_document(
-        "none", {}, {"tanh": {**transform.as_dict(), "activation": "tanh"}},
-        {"tanh": {"q_value": 1.0, "c_value_0": 0.0}},
-        {"tanh": {"q_value": found["q_value"] - 1.0, "c_value_0": found["c_value_0"]}},
-        network="mlp:depth=3,activation=tanh")
-    save_document(doc, path)
+    """The solver's DKS constants document for a depth-3 tanh MLP."""
+    shape(nets.mlp(3, width=8, activation="tanh"), "dks").save(path)
     return path
 
 
@@ -221,8 +211,13 @@ def test_export_round_trip(tmp_path: Path) -> None:
     namespace: dict = {}
     exec(compile((tmp_path / "act_np.py").read_text(), "act_np.py", "exec"), namespace)
     x = np.linspace(-4.0, 4.0, 101)
-    expected = activation("tanh").transformed(
-        Transform(output_scale=1.0 / math.sqrt(local_summary("tanh")["q_value"])))(x)
+    entry = json.loads(doc.read_text())["activations"]["tanh"]
+    expected = activation("tanh").transformed(Transform(
+        **{k: entry[k] for k in ("input_scale", "input_shift", "output_shift",
+                                 "output_scale")}))(x)
+    assert abs(local_summary(activation("tanh").transformed(Transform(
+        **{k: entry[k] for k in ("input_scale", "input_shift", "output_shift",
+                                 "output_scale")})))["q_value"] - 1.0) < 1e-12
     np.testing.assert_allclose(namespace["get_activation"]("tanh")(x), expected, rtol=1e-12)
     meta = one_json(procs["pytorch"])
     assert meta["framework"] == "pytorch" and meta["activations"] == ["tanh"]
@@ -441,7 +436,7 @@ def test_shape_human_leaky_relu_and_infeasible(tmp_path: Path) -> None:
 
 
 def test_demo_writes_constants_and_pytorch(tmp_path: Path) -> None:
-    from kernelshape.constants import load_constants
+    from kernelshape import load_constants
 
     proc = run("demo", "--out", "out/demo", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr

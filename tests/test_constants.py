@@ -18,11 +18,10 @@ from kernelshape.constants import (
     FORMAT_VERSION,
     build_document,
     files,
-    load_constants,
     network_hash,
+    read_document,
     save_document,
     validate_document,
-    verify_document,
 )
 
 # --------------------------------------------------------------------------- a reference
@@ -89,7 +88,6 @@ def test_build_document_layout():
     assert doc["network"]["hash"].startswith("sha256:") and len(doc["network"]["hash"]) == 71
     assert doc["max_residual"] == max(abs(v) for v in doc["residuals"]["tanh"].values())
     assert doc["activations"]["leaky_relu"]["input_scale"] == 1.0  # defaults filled in
-    assert doc["certificate"]["check_tolerance"] >= doc["certificate"]["tolerance"]
     assert "eoc" not in doc
     json.dumps(doc, allow_nan=False)  # plain JSON
 
@@ -220,7 +218,7 @@ def test_schema_violation_in_file_and_on_save(tmp_path):
     assert not list(tmp_path.iterdir())
     (tmp_path / "x.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"x\.json: invalid constants document: activations"):
-        load_constants(tmp_path / "x.json", verify=False)
+        read_document(tmp_path / "x.json")
 
 
 def test_not_a_document():
@@ -246,7 +244,7 @@ def test_round_trip_is_exact(tmp_path):
                "output_scale": 1.7976931348623157e308}
     doc = _good_document(activations={"tanh": _tanh_entry(), "weird": awkward})
     path = save_document(doc, tmp_path / "c.json")
-    back = load_constants(path, verify=False)
+    back = read_document(path)
     assert back == doc
     for key, value in awkward.items():
         got = back["activations"]["weird"][key]
@@ -263,7 +261,7 @@ def test_newer_major_version_is_refused(tmp_path):
     path = tmp_path / "future.json"
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="format_version 2.0, written by a newer kernelshape"):
-        load_constants(path, verify=False)
+        read_document(path)
     with pytest.raises(ValueError, match="upgrade kernelshape"):
         validate_document(doc)
 
@@ -275,11 +273,11 @@ def test_newer_minor_version_loads_and_ignores_new_keys(tmp_path):
     doc["activations"]["tanh"]["new_field"] = "ok"
     path = tmp_path / "minor.json"
     path.write_text(json.dumps(doc))
-    assert load_constants(path, verify=False)["something_new"] == {"x": 1}
+    assert read_document(path)["something_new"] == {"x": 1}
     doc["activations"]["tanh"]["input_scale"] = "abc"  # known keys are still checked
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="activations.tanh.input_scale"):
-        load_constants(path, verify=False)
+        read_document(path)
 
 
 # --------------------------------------------------------------------------- corrupted files
@@ -311,13 +309,13 @@ def test_corrupted_files_are_clear_errors(tmp_path, label, content, message):
     else:
         path.write_text(data)
     with pytest.raises(ValueError) as info:
-        load_constants(path, verify=False)
+        read_document(path)
     assert message in str(info.value) and str(path) in str(info.value)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="cannot read constants file"):
-        load_constants(tmp_path / "nope.json")
+        read_document(tmp_path / "nope.json")
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -374,46 +372,3 @@ def test_saved_file_is_complete_json(tmp_path):
     text = path.read_text()
     assert text.endswith("\n") and json.loads(text)["format"] == "kernelshape.constants"
     assert os.stat(path).st_size == len(text.encode())
-
-
-# --------------------------------------------------------------------------- verification
-
-
-def test_verify_passes_for_correct_constants():
-    doc = _good_document()
-    found = verify_document(doc, evaluate=_gh_summary)
-    assert set(found["tanh"]) == {"q_value", "c_value_0", "c_slope_1"}
-    assert max(found["tanh"].values()) < 1e-12
-
-
-@pytest.mark.parametrize("key,factor,condition", [
-    ("output_scale", 1 + 1e-6, "tanh.q_value"),
-    ("output_shift", 1 + 1e-3, "tanh.c_value_0"),  # C(0) is quadratic in the shift
-    ("input_scale", 1 + 1e-4, "tanh.c_slope_1"),
-])
-def test_verify_catches_tampered_constants(key, factor, condition):
-    doc = _good_document()
-    doc["activations"]["tanh"][key] *= factor
-    with pytest.raises(ValueError, match="fail their recorded residual check") as info:
-        verify_document(doc, evaluate=_gh_summary)
-    assert condition in str(info.value)
-
-
-def test_verify_rejects_residuals_beyond_certificate_tolerance():
-    doc = _good_document()
-    doc["residuals"]["tanh"]["q_value"] = 1e-6
-    doc["max_residual"] = 1e-6
-    with pytest.raises(ValueError, match="exceeds the certificate tolerance"):
-        verify_document(doc, evaluate=_gh_summary)
-
-
-def test_load_constants_verifies_with_the_map_engine(tmp_path):
-    pytest.importorskip("kernelshape.engine.maps")
-    path = save_document(_good_document(), tmp_path / "good.json")
-    assert load_constants(path)["method"] == "dks"
-    bad = _good_document()
-    bad["activations"]["tanh"]["output_scale"] *= 1 + 1e-6
-    bad_path = save_document(bad, tmp_path / "bad.json")
-    with pytest.raises(ValueError, match=r"bad\.json: constants fail .*tanh\.q_value"):
-        load_constants(bad_path)
-    assert load_constants(bad_path, verify=False)["method"] == "dks"

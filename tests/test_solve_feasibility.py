@@ -192,7 +192,7 @@ def test_save_and_load_round_trip(tmp_path, method: str) -> None:
         bad = json.loads(text)
         bad["activations"][activation]["input_scale"] *= 1.001
         (tmp_path / "bad.json").write_text(json.dumps(bad))
-        with pytest.raises(ValueError, match="fail"):
+        with pytest.raises(ValueError, match="do not satisfy"):
             ks.load_constants(tmp_path / "bad.json")
 
 

@@ -224,8 +224,14 @@ def test_theorem13_holds_on_shaped_networks(spec, method, kw):
 
 
 def test_theorem13_refuses_exploding_q_quickly():
-    # EOC softplus without biases: s_w^2 = 4 at q* = 0, so q doubles per layer from q = 1
+    # 2*softplus without shaping: Q(q) ~ 4 q / 2 for large q, so q doubles per layer from q = 1
     with pytest.raises(ValueError, match="q reaches"):
+        theorem13("mlp:depth=20,activation=2*softplus(x)", "none")
+
+
+def test_theorem13_refuses_eoc_without_a_fixed_point():
+    # EOC softplus without biases has no fixed point: q* = 0 fails since softplus(0) != 0
+    with pytest.raises(ValueError, match="no edge of chaos"):
         theorem13("mlp:depth=20,activation=softplus", "eoc")
 
 

@@ -420,12 +420,14 @@ def shape(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """kernelshape export."""
-    from kernelshape.constants import atomic_write_text, load_constants
+    from kernelshape.constants import atomic_write_text
     from kernelshape.export import export as generate
     from kernelshape.export import framework_name
+    from kernelshape.solve.recheck import load_constants
 
     framework = framework_name(args.to)
-    output = check_output_path(args.output, f"{framework} module") if args.output else None
+    output = (check_output_path(args.output, f"{framework} module", inputs=(args.constants,))
+              if args.output else None)
     if not os.path.isfile(args.constants):
         why = "is a directory" if os.path.isdir(args.constants) else "does not exist"
         raise UsageError(f"constants file {args.constants!r} {why}; make one with "

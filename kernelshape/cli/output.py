@@ -100,12 +100,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "
     return "\n".join(lines)
 
 
-def check_output_path(path: str, what: str) -> Path:
-    """Refuse (before any long work) an output path that cannot be written."""
+def check_output_path(path: str, what: str, inputs: tuple[str, ...] = ()) -> Path:
+    """Refuse (before any long work) an output path that cannot be written, that is not a
+    regular file, or that is one of the command's ``inputs``."""
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"cannot write the {what} to {path!r}: it is a directory; give a file "
                          "name, e.g. -o constants.json")
+    if target.exists() and not target.resolve().is_file():
+        raise UsageError(f"cannot write the {what} to {path!r}: it exists and is not a regular "
+                         "file (a device or pipe); give the path of a regular file")
+    for source in inputs:
+        if target.exists() and Path(source).exists() and os.path.samefile(target, source):
+            raise UsageError(f"cannot write the {what} to {path!r}: it is the input file "
+                             f"{source!r}; choose another output path")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         why = "is not a directory" if parent.exists() else "does not exist"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -104,9 +103,9 @@ def train(args: argparse.Namespace) -> int:
                 check_output_dir(args.out, "run directory")
             constants = None
             if args.constants is not None:
-                from kernelshape.constants import load_constants
+                from kernelshape.constants import read_document
 
-                constants = load_constants(args.constants)
+                constants = read_document(args.constants)  # train() rechecks it
             result = train_run(args.net, config, constants=constants, out=args.out,
                                progress=None)
     payload = _result(result, timer.elapsed)
@@ -124,7 +123,4 @@ def train(args: argparse.Namespace) -> int:
         args.emit_json(payload)
     else:
         print("\n".join(lines))
-    if result.status != "completed":
-        print(f"kernelshape train: {result.status}: {result.message}", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if result.status == "completed" else 1

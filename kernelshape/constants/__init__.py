@@ -1,15 +1,14 @@
-"""The versioned constants document: its format and validator (``schema``), building, saving,
-loading and verifying documents (``document``), and all-or-nothing file writes (``files``)."""
+"""The versioned constants document: its format and validator (``schema``), building, saving
+and reading documents (``document``), and all-or-nothing file writes (``files``). Loading
+with a recheck of the constants is ``kernelshape.solve.load_constants`` (it needs the solver's
+network-to-local derivation)."""
 
 from kernelshape.constants.document import (
-    DEFAULT_CHECK_TOLERANCE,
     DEFAULT_TOLERANCE,
     build_document,
     entry_transform,
-    load_constants,
     read_document,
     save_document,
-    verify_document,
 )
 from kernelshape.constants.files import atomic_write, atomic_write_text
 from kernelshape.constants.schema import (
@@ -23,7 +22,6 @@ from kernelshape.constants.schema import (
 
 __all__ = [
     "CONDITIONS",
-    "DEFAULT_CHECK_TOLERANCE",
     "DEFAULT_TOLERANCE",
     "FORMAT",
     "FORMAT_VERSION",
@@ -31,11 +29,9 @@ __all__ = [
     "atomic_write_text",
     "build_document",
     "entry_transform",
-    "load_constants",
     "network_hash",
     "read_document",
     "save_document",
     "schema",
     "validate_document",
-    "verify_document",
 ]

@@ -11,7 +11,7 @@ import datetime as _dt
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,9 @@ from kernelshape.constants.schema import (
     network_hash,
     validate_document,
 )
-from kernelshape.engine.activations import activation
-from kernelshape.engine.maps import local_summary
 from kernelshape.engine.transform import TRANSFORM_KEYS, Transform
 
 DEFAULT_TOLERANCE = 1e-9
-DEFAULT_CHECK_TOLERANCE = 1e-9
-
-Evaluator = Callable[[str, Mapping[str, Any]], Mapping[str, float]]
 
 
 # --------------------------------------------------------------------------- building
@@ -132,17 +127,14 @@ def build_document(
     optional. ``network`` is None, a SPEC string, a mapping
     with ``spec``/``hash``/``description`` or an object with ``to_dict()``; the hash is
     computed from the description when not given. ``certificate`` holds ``route`` and
-    ``tolerance`` (and optionally ``check_tolerance``, the tolerance used when
-    ``load_constants`` re-evaluates the local conditions).
+    ``tolerance``. (A document is trusted only after ``kernelshape.solve.recheck`` has
+    recomputed it from its network and method.)
     """
     res = _number_table(residuals, "residuals")
     max_residual = max((abs(v) for r in res.values() for v in r.values()), default=0.0)
     cert = dict(certificate) if certificate is not None else {
         "route": "unrecorded", "tolerance": max(DEFAULT_TOLERANCE, max_residual)}
     cert = jsonable(cert, ("certificate",))
-    if "tolerance" in cert and "check_tolerance" not in cert:
-        tol = _number(cert["tolerance"], ("certificate", "tolerance"))
-        cert["check_tolerance"] = max(DEFAULT_CHECK_TOLERANCE, 10.0 * tol)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -206,69 +198,6 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-def load_constants(path: str | os.PathLike[str], verify: bool = True) -> dict[str, Any]:
-    """Load a constants document, validate it, and (``verify=True``) re-check its constants.
-
-    Verification re-evaluates the local conditions of every activation in
-    ``local_targets`` with ``kernelshape.engine.maps.local_summary`` and compares them with the
-    recorded targets within ``certificate.check_tolerance``.
-    """
-    doc = read_document(path)
-    if verify:
-        try:
-            verify_document(doc)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-    return doc
-
-# --------------------------------------------------------------------------- verification
-
-
-def _default_evaluate(name: str, entry: Mapping[str, Any]) -> Mapping[str, float]:
-    act = activation(entry["activation"], **entry["params"])
-    return local_summary(act.transformed(entry_transform(entry)))
-
-
 def entry_transform(entry: Mapping[str, Any]) -> Transform:
     """The ``Transform`` of a document's activation entry."""
     return Transform(**{k: entry[k] for k in TRANSFORM_KEYS if entry.get(k) is not None})
-
-
-def verify_document(
-    doc: Mapping[str, Any], evaluate: Evaluator | None = None
-) -> dict[str, dict[str, float]]:
-    """Re-evaluate every recorded local condition; return the residuals or raise ValueError.
-
-    ``evaluate(name, entry)`` returns the ``local_summary`` dict of the transformed
-    activation described by ``entry`` (default: ``kernelshape.engine.maps.local_summary``).
-    A condition passes when ``|value - target| <= check_tolerance * max(1, |target|)``.
-    """
-    evaluate = evaluate or _default_evaluate
-    cert = doc["certificate"]
-    tol = float(cert.get("check_tolerance", DEFAULT_CHECK_TOLERANCE))
-    if doc["max_residual"] > cert["tolerance"]:
-        raise ValueError(
-            f"recorded max_residual {doc['max_residual']!r} exceeds the certificate tolerance "
-            f"{cert['tolerance']!r}: these constants did not pass their own certificate"
-        )
-    found: dict[str, dict[str, float]] = {}
-    failures = []
-    for name, targets in doc["local_targets"].items():
-        if not targets:
-            continue
-        summary = evaluate(name, doc["activations"][name])
-        found[name] = {}
-        for cond, target in targets.items():
-            value = float(summary[cond])
-            residual = abs(value - target)
-            found[name][cond] = residual
-            if not residual <= tol * max(1.0, abs(target)):
-                failures.append(
-                    f"{name}.{cond} = {value!r}, recorded target {target!r} "
-                    f"(|difference| {residual:.3g} > tolerance {tol:.3g})"
-                )
-    if failures:
-        raise ValueError(
-            "constants fail their recorded residual check: " + "; ".join(failures)
-        )
-    return found

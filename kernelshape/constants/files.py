@@ -13,8 +13,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
                  binary: bool = False) -> Path:
     """Write ``path`` all or nothing: ``write(handle)`` fills a temporary file in the same
     directory, which is fsynced and renamed over ``path`` (usual file mode); on any failure
-    or interrupt the previous file is left untouched and no temporary file remains."""
+    or interrupt the previous file is left untouched and no temporary file remains.
+
+    A symbolic link is followed (the file it points to is replaced, the link stays); an
+    existing path that is not a regular file (a directory, device or pipe) is refused.
+    """
     target = Path(path)
+    if target.is_symlink():
+        target = target.resolve()
+    if target.exists() and not target.is_file():
+        raise ValueError(f"cannot write {Path(path)}: it exists and is not a regular file (a "
+                         "directory, device or pipe); give the path of a regular file")
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise ValueError(f"cannot write {target}: directory {directory} does not exist")

@@ -105,8 +105,13 @@ class Activation:
 
     @property
     def smooth_order(self) -> int:
-        """How many derivatives are ordinary functions (no Dirac terms)."""
+        """How many derivatives are bounded ordinary functions (no Dirac terms, no blow-up at
+        a kink): Price's formula uses up to this many derivatives of phi directly."""
         return self.info.smooth_order
+
+    def square_integrable(self, order: int) -> bool:
+        """Whether ``E[phi^(order)(a z + b)^2]`` is finite (for every a != 0, b)."""
+        return self.info.square_integrable(order)
 
     @property
     def base(self) -> Activation:
@@ -214,7 +219,7 @@ def activation(spec: str | Activation | Callable, **params: float) -> Activation
     if key in _CACHE:
         return _CACHE[key]
     builtin, merged, tree = base_expression(spec, params)
-    expr = _to_sympy(tree, spec)
+    expr = checked_sympy(tree, spec)
     act = Activation(builtin or _normalized_text(spec), expr, merged, builtin=builtin is not None,
                      expression=tree)
     _validate(act, spec)
@@ -222,8 +227,12 @@ def activation(spec: str | Activation | Callable, **params: float) -> Activation
     return act
 
 
-def _to_sympy(tree: Node, spec: str) -> sp.Expr:
-    """The sympy form of a parsed activation, checked to be a real function of x."""
+def checked_sympy(tree: Node, spec: str) -> sp.Expr:
+    """The sympy form of a parsed activation, checked to be a real function of x.
+
+    Refuses trees whose lowering holds an infinite, NaN or complex constant anywhere, including
+    in one piece of a piecewise result (``x/step(x)``).
+    """
 
     def invalid(problem: str) -> ValueError:
         return ValueError(f"invalid activation expression {spec.strip()!r}: {problem} "
@@ -302,7 +311,7 @@ class CallableActivation(Activation):
             order = self._given_smooth_order
             if order is None:
                 order = self._estimate_smooth_order() if kinks else MAX_JUMP_ORDER + 1
-            self._info = PiecewiseInfo(pieces, kinks, order)
+            self._info = PiecewiseInfo(pieces, kinks, order, jump_order=order)
         return self._info
 
     def _estimate_smooth_order(self) -> int:

@@ -79,9 +79,7 @@ def _symbolic(act: Activation, name: str, flip: bool) -> tuple[sp.Expr, sp.Expr]
     if name == "erf":
         return (2 / sp.pi * sp.asin(2 * A1 * A2 * C / sp.sqrt((1 + 2 * A1**2) * (1 + 2 * A2**2))),
                 sp.Integer(0))
-    if name in ("sin", "cos"):
-        # (e^r -+ cos(2b) e^-r)/2 = sinh r + sin(b)^2 e^-r (sin), cosh r - sin(b)^2 e^-r (cos):
-        # no cancellation at small r = a1 a2 c (sin's Q(q) = (1 - e^-2q)/2 at q -> 0)
+    if name in ("sin", "cos"):  # the formulas, for reference; evaluated by _trig_kernel
         r = A1 * A2 * C
         even = sp.sinh(r) + sp.sin(B) ** 2 * sp.exp(-r) if name == "sin" else \
             sp.cosh(r) - sp.sin(B) ** 2 * sp.exp(-r)
@@ -145,6 +143,50 @@ def _hermite_coefficients(act: Activation, a: float, b: float) -> np.ndarray:
     return np.polynomial.hermite_e.poly2herme(composed.coef)
 
 
+def _trig_kernel(name: str, c: np.ndarray, a1: float, a2: float, b: float, order: int
+                 ) -> np.ndarray:
+    """``d^order/dc^order`` of ``E[sin(a1 z1 + b) sin(a2 z2 + b)]`` (or cos), evaluated
+    without overflow or cancellation at any scale.
+
+    With ``r = a1 a2 c``, ``s = (a1^2 + a2^2)/2`` (so ``|r| <= s``) and ``m = sin(b)^2``:
+    sin: ``K = e^-s sinh r + m e^-(r+s)``, cos: ``K = e^-s cosh r - m e^-(r+s)``, and
+    ``d^n/dc^n`` multiplies by ``(a1 a2)^n`` and turns sinh/cosh into each other. The
+    hyperbolic parts are ``e^(|r|-s) (1 -+ e^-2|r|) / 2`` (with ``-expm1``: no cancellation at
+    small r, where sin's ``Q(q) = (1 - e^-2q)/2``)."""
+    r, s, m = a1 * a2 * c, 0.5 * (a1 * a1 + a2 * a2), math.sin(b) ** 2
+    if not math.isfinite(s):
+        raise ValueError(f"input scale {max(abs(a1), abs(a2)):.3g} is too large for float64")
+    big = np.exp(np.abs(r) - s) * 0.5
+    sinh_part = np.sign(r) * big * -np.expm1(-2.0 * np.abs(r))
+    cosh_part = big * (1.0 + np.exp(-2.0 * np.abs(r)))
+    odd = order % 2 == 1
+    hyper = (cosh_part if odd else sinh_part) if name == "sin" else \
+        (sinh_part if odd else cosh_part)
+    sign = 1.0 if name == "sin" else -1.0
+    return (a1 * a2) ** order * (hyper + sign * (-1.0) ** order * m * np.exp(-r - s))
+
+
+def oscillatory(act: Activation) -> bool:
+    """sin / cos: their local maps come from the closed forms at every scale (quadrature
+    would need ever more panels as the input scale grows)."""
+    return _family(act) in ("sin", "cos")
+
+
+def trig_q_slope(act: Activation, q: float) -> float:
+    """``Q'(q)`` of a transformed sin / cos: with ``a^2 = alpha^2 q``, ``Q = (1 -+ cos(2b)
+    e^(-2a^2))/2`` shifted and scaled, so ``Q'(q) = +-alpha^2 cos(2b) e^(-2a^2) gamma^2``
+    (the output shift's cross term ``2 delta E[phi]`` adds ``d/dq`` of the mean)."""
+    t = act.transform
+    a2 = t.input_scale**2 * q
+    sign = 1.0 if _family(act) == "sin" else -1.0
+    b = t.input_shift
+    trig = math.sin(b) if _family(act) == "sin" else math.cos(b)
+    # E[phi] = trig(b) e^(-a^2/2): d/dq = -alpha^2/2 trig(b) e^(-a^2/2)
+    mean_slope = -0.5 * t.input_scale**2 * trig * math.exp(-0.5 * a2)
+    return t.output_scale**2 * (sign * t.input_scale**2 * math.cos(2 * b) * math.exp(-2 * a2)
+                                + 2 * t.output_shift * mean_slope)
+
+
 def kernel(act: Activation, q1: float, q2: float, c: np.ndarray, order: int) -> np.ndarray:
     """d^order/dc^order of E[phi_hat(sqrt(q1) z1) phi_hat(sqrt(q2) z2)] (output shift included)."""
     t = act.transform
@@ -166,12 +208,21 @@ def kernel(act: Activation, q1: float, q2: float, c: np.ndarray, order: int) -> 
     if name in ("step", "sign") and t.input_scale < 0:
         ka, kb = a1, a2  # step(-x)step(-y) has the same law; sign is odd: product unchanged
     k_fn, mean_fn = _compiled(act, name, flip, order)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = np.asarray(k_fn(c, ka, kb, t.input_shift), dtype=float) * np.ones_like(c)
+    with np.errstate(all="ignore"):
+        if name in ("sin", "cos"):
+            value = _trig_kernel(name, c, ka, kb, t.input_shift, order)
+        else:
+            value = np.asarray(k_fn(c, ka, kb, t.input_shift), dtype=float) * np.ones_like(c)
         if name in ("step",) and t.input_scale < 0:
             mean1 = mean2 = 0.5
         else:
             mean1, mean2 = float(mean_fn(ka, t.input_shift)), float(mean_fn(kb, t.input_shift))
-    if order == 0:
-        value = value + d * (mean1 + mean2) + d * d
-    return g2 * value
+        if order == 0:
+            value = value + d * (mean1 + mean2) + d * d
+        value = g2 * value
+    if np.any(np.isnan(value)) or (order == 0 and not np.all(np.isfinite(value))):
+        raise ValueError(
+            f"the closed-form kernel of {act.name} overflows float64 at input scale "
+            f"{max(abs(a1), abs(a2)):.4g} (its second moment exceeds 1e308 or the formula "
+            "loses all digits); use a smaller input scale / q, or dps=N")
+    return value

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernelshape.engine.quadrature import NODES_1D, Scaled, _breaks_1d, _envelope_range, panel_rule
+from kernelshape.engine.quadrature import (
+    NODES_1D,
+    Scaled,
+    adapted_breaks,
+    envelope_range,
+    panel_rule,
+)
 
 TOLERANCE = 1e-14
 NOISE = 1e-15  # resolution of a computed tail E - sum a_k^2, relative to E
@@ -46,8 +52,8 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 def _nodes(g: Scaled, terms: int) -> tuple[np.ndarray, np.ndarray]:
     """Panel nodes/weights resolving ``g`` and ``h_terms`` over g's envelope range."""
-    lo, hi = _envelope_range([g], power=2)
-    breaks = _breaks_1d([g], lo, hi)
+    lo, hi = envelope_range([g], power=2)
+    breaks = adapted_breaks(g, lo, hi)
     width = min(1.0, WAVES / math.sqrt(terms + 1.0))
     if width < 1.0:
         gaps = np.diff(breaks)

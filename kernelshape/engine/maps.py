@@ -310,10 +310,10 @@ def _kernel_point(act: Activation, q1: float, q2: float, c: float, order: int) -
     direct = min(order, smooth)
     extra = order - direct
     if abs(c) == 1.0:
-        if extra == 0:
+        if extra == 0 or (c == 1.0 and q1 == q2 and act.square_integrable(order)):
             sign = 1.0 if c > 0 else -1.0
-            flipped = Scaled(g2.act, sign * g2.a, g2.b, g2.gamma * sign**direct, g2.delta)
-            return expect_1d([(g1, direct), (flipped, direct)])
+            flipped = Scaled(g2.act, sign * g2.a, g2.b, g2.gamma * sign**order, g2.delta)
+            return expect_1d([(g1, order), (flipped, order)])
         if c == 1.0 and q1 == q2:
             return math.inf
         raise ValueError(
@@ -440,11 +440,15 @@ def _summary(act: Activation) -> tuple[float, ...]:
     q_value = _q(act, 1.0)
     if q_value == 0.0:
         raise ValueError(f"{act!r} is identically zero in distribution: E[phi(z)^2] = 0")
+    if closed_forms.oscillatory(act):  # K(0) = E[phi]^2, K'(0) = E[phi']^2, K'(1), K''(1)
+        k = [float(closed_forms.kernel(act, 1.0, 1.0, np.array(c), n)) for c, n in
+             ((0.0, 0), (0.0, 1), (1.0, 1), (1.0, 2))]
+        return (q_value, closed_forms.trig_q_slope(act, 1.0), *(v / q_value for v in k))
     mean = expect_1d([(g, 0)])
     mean_slope = expect_1d([(g, 0)], weight=lambda z: z)  # E[phi'] = E[phi z] (Stein)
     q_slope = _q_derivative(act, 1.0, 1)
-    slope_sq = expect_1d([(g, 1), (g, 1)]) if act.smooth_order >= 1 else math.inf
-    curv_sq = expect_1d([(g, 2), (g, 2)]) if act.smooth_order >= 2 else math.inf
+    slope_sq = expect_1d([(g, 1), (g, 1)]) if act.square_integrable(1) else math.inf
+    curv_sq = expect_1d([(g, 2), (g, 2)]) if act.square_integrable(2) else math.inf
     return (q_value, q_slope, mean**2 / q_value, mean_slope**2 / q_value,
             slope_sq / q_value, curv_sq / q_value)
 

@@ -29,13 +29,27 @@ import numpy as np
 
 from kernelshape.engine import DPS_RANGE
 from kernelshape.engine.activations import Activation
-from kernelshape.engine.quadrature import FEATURE_RANGE, Scaled, _envelope_range, _outer_breaks
+from kernelshape.engine.quadrature import (
+    FEATURE_RANGE,
+    Scaled,
+    envelope_range,
+    outer_breaks,
+    refined,
+)
 from kernelshape.engine.symbolic import density_weight, q_derivative_weight
 
 GUARD_DIGITS = 10
 NODES_PER_DIGIT = 0.85
 NODE_MARGIN = 6
 LOG10_E = math.log10(math.e)
+
+
+def _check_digits(act: Activation, dps: int) -> int:
+    """``dps`` checked, for an activation that can be evaluated to that many digits."""
+    if act.expression is None:
+        raise ValueError(f"{act.name}: a Python callable is evaluated in float64, so dps=N "
+                         "cannot give more digits; write it as an expression for dps=N")
+    return _check_dps(dps)
 
 
 def _check_dps(dps: int) -> int:
@@ -92,18 +106,36 @@ def _steep_points(g: _ScaledMP) -> list[mp.mpf]:
     return [mp.mpf(float(z)) for z in zs if abs(z) < 40.0]
 
 
+def _float_twin(g: _ScaledMP) -> Scaled:
+    return Scaled(g.base, float(g.a), float(g.b), float(g.gamma), float(g.delta))
+
+
+def _resolved_points(g: _ScaledMP) -> list[mp.mpf]:
+    """Break points the float64 route had to add to resolve ``g`` (steepness or oscillation
+    inside an expression), as mpmath numbers; empty where its layout sufficed."""
+    twin = _float_twin(g)
+    lo, hi = envelope_range([twin], power=2)
+    extra = refined(twin, lo, hi)
+    return [] if extra is None else [mp.mpf(float(z)) for z in extra]
+
+
 def _expect_1d(fn: Callable, g: _ScaledMP, extra: tuple[_ScaledMP, ...] = ()) -> mp.mpf:
-    """E[fn(z)] split at the kinks of g (and of ``extra``) and at steep-feature points."""
-    points = list(g.kinks_z()) + _steep_points(g)
+    """E[fn(z)] split at the kinks of g (and of ``extra``), at steep-feature points and where
+    the float64 route refined; refused when mpmath's error estimate exceeds the digits."""
+    exact, approximate = list(g.kinks_z()), _steep_points(g) + _resolved_points(g)
     for h in extra:
-        points += list(h.kinks_z()) + _steep_points(h)
-    points = sorted(set(points))
-    merged: list[mp.mpf] = []
-    for p in points:  # drop float feature points within 1e-9 of an exact kink
-        if merged and abs(p - merged[-1]) < 1e-9:
-            continue
-        merged.append(p)
-    return mp.quad(lambda z: fn(z) * _pdf(z), [-mp.inf, *merged, mp.inf])
+        exact += list(h.kinks_z())
+        approximate += _steep_points(h) + _resolved_points(h)
+    # float break points within 1e-9 of an exact kink would leave the kink inside a panel
+    merged = sorted(set(exact) | {p for p in approximate
+                                  if all(abs(p - k) >= 1e-9 for k in exact)})
+    value, error = mp.quad(lambda z: fn(z) * _pdf(z), [-mp.inf, *merged, mp.inf], error=True)
+    digits = mp.mp.dps - GUARD_DIGITS
+    if not error <= mp.mpf(10) ** -(digits + 2) * max(abs(value), 1):
+        raise ValueError(f"the {digits}-digit quadrature did not converge (error estimate "
+                         f"{mp.nstr(error, 3)} for a value {mp.nstr(value, 5)}): the activation "
+                         "varies on too fine a scale for this route")
+    return value
 
 
 @cache
@@ -260,7 +292,9 @@ def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps:
     direct = min(order, act.smooth_order)
     extra = order - direct
     if abs(c) == 1:
-        if extra:
+        if extra and c == 1 and q1 == q2 and act.square_integrable(order):
+            direct = order
+        elif extra:
             if c == 1 and q1 == q2:
                 return mp.inf
             raise ValueError(
@@ -275,15 +309,15 @@ def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps:
     weight = density_weight(extra, "mpmath") if extra else None
     f1, f2 = Scaled.of(act, float(q1)), Scaled.of(act, float(q2))
     drop = dps * math.log(10.0)
-    lo, hi = _envelope_range([f1], power=2, drop=drop)
-    lo2, hi2 = _envelope_range([f2], power=2, drop=drop)
+    lo, hi = envelope_range([f1], power=2, drop=drop)
+    lo2, hi2 = envelope_range([f2], power=2, drop=drop)
     t_max = mp.mpf(max(-lo2, hi2))
     growth = _growth_digits(f1, lo, hi, direct) + _growth_digits(f2, lo2, hi2, direct)
     if weight is not None:  # |P_m(z1, z2, c)| <~ (|z|^2 / s^4)^m with |z| <= 40
         growth += extra * (3.2 + 4 * max(0.0, -math.log10(float(s))))
     kinks2 = g2.kinks_z()
     outer_exact = list(g1.kinks_z()) + ([k / c for k in kinks2] if c != 0 else [])
-    outer = _merge(_outer_breaks(f1, f2, float(c), float(s), lo, hi), outer_exact,
+    outer = _merge(outer_breaks(f1, f2, float(c), float(s), lo, hi), outer_exact,
                    mp.mpf(lo), mp.mpf(hi))
     inner = _InnerRule(f2, g2, c, s, t_max, dps)
     digits = dps + growth
@@ -329,7 +363,7 @@ def _vectorize(values, fn: Callable):
 
 def qmap(act: Activation, q, order: int, dps: int):
     """``d^order Q/dq^order`` at ``dps`` digits (see :func:`kernelshape.engine.maps.qmap`)."""
-    dps = _check_dps(dps)
+    dps = _check_digits(act, dps)
 
     def one(qi: object) -> mp.mpf:
         with mp.workdps(dps + GUARD_DIGITS):
@@ -350,7 +384,7 @@ def qmap(act: Activation, q, order: int, dps: int):
 
 def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
     """``d^order C/dc^order`` at ``dps`` digits (see :func:`kernelshape.engine.maps.cmap`)."""
-    dps = _check_dps(dps)
+    dps = _check_digits(act, dps)
     with mp.workdps(dps + GUARD_DIGITS):
         mq1, mq2 = mp.mpf(q1), mp.mpf(q2)
         norm = mp.sqrt(qmap(act, mq1, 0, dps) * qmap(act, mq2, 0, dps))
@@ -369,7 +403,7 @@ def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
 
 def local_summary(act: Activation, dps: int) -> dict[str, mp.mpf]:
     """Local summary at ``dps`` digits (see :func:`kernelshape.engine.maps.local_summary`)."""
-    dps = _check_dps(dps)
+    dps = _check_digits(act, dps)
     with mp.workdps(dps + GUARD_DIGITS):
         g = _ScaledMP(act, mp.mpf(1))
         q_value = _expect_1d(lambda z: g(z) ** 2, g)
@@ -378,9 +412,8 @@ def local_summary(act: Activation, dps: int) -> dict[str, mp.mpf]:
         mean = _expect_1d(g, g)
         mean_slope = _expect_1d(lambda z: g(z) * z, g)
         q_slope = _expect_1d(lambda z: g(z) ** 2 * (z * z - 1), g) / 2
-        smooth = act.smooth_order
-        slope_sq = _expect_1d(lambda z: g(z, 1) ** 2, g) if smooth >= 1 else mp.inf
-        curv_sq = _expect_1d(lambda z: g(z, 2) ** 2, g) if smooth >= 2 else mp.inf
+        slope_sq = _expect_1d(lambda z: g(z, 1) ** 2, g) if act.square_integrable(1) else mp.inf
+        curv_sq = _expect_1d(lambda z: g(z, 2) ** 2, g) if act.square_integrable(2) else mp.inf
         values = {
             "q_value": q_value,
             "q_slope": q_slope,

@@ -22,6 +22,11 @@ from kernelshape.engine.expression import BinOp, Const, Neg, Node, Num, Var
 X = sp.Symbol("x", real=True)
 
 MAX_JUMP_ORDER = 8  # derivatives checked for jumps at a kink; beyond this a piece is "smooth"
+#: a blow-up exponent at or above this makes the square of that derivative non-integrable (1/2
+#: exactly; the margin absorbs the error of the numerical exponent, ~1e-7 for power laws)
+SINGULAR_LIMIT = 0.5 - 1e-6
+SINGULAR_STEPS = (1e-6, 1e-8)  # distances from a kink at which a blow-up exponent is measured
+KINK_ORDERS = 4  # derivative orders 0..3 examined at kinks (smooth_order <= 4 when kinked)
 
 
 class Sigmoid(sp.Function):
@@ -155,48 +160,103 @@ class Piece:
 class PiecewiseInfo:
     """Smooth pieces of an activation and the regularity at its kinks.
 
-    ``smooth_order`` is the number of derivatives that are ordinary functions (no Dirac
-    terms): 0 when the activation jumps, 1 when it is continuous with a kink, ...;
-    ``MAX_JUMP_ORDER + 1`` means no jump was found (smooth activation or no kinks).
+    ``smooth_order`` is the number of derivatives that are bounded ordinary functions near
+    every kink (no Dirac terms, no blow-up): 0 when the activation jumps or its slope blows up,
+    1 when it is continuous with a kink, ...; ``MAX_JUMP_ORDER + 1`` means neither was found (smooth
+    activation or no kinks). ``jump_order`` is the first order that jumps (the derivatives up
+    to it are ordinary functions). ``singular`` maps an order whose one-sided derivative is
+    infinite at a kink to its blow-up exponent ``p`` (``|phi^(n)(x)| ~ |x - kink|^-p``):
+    ``E[phi^(n)(z)^2]`` is finite exactly when ``p < 1/2``.
     """
 
     pieces: tuple[Piece, ...]
     kinks: tuple[float, ...]
     smooth_order: int
     jumps: dict[int, tuple[float, ...]] = field(default_factory=dict)  # order -> jump per kink
+    jump_order: int = MAX_JUMP_ORDER + 1
+    singular: dict[int, float] = field(default_factory=dict)
+
+    def square_integrable(self, order: int) -> bool:
+        """Whether ``E[phi^(order)(z)^2]`` is finite near the kinks (no Dirac term, blow-up
+        exponent below 1/2)."""
+        return order <= self.jump_order and self.singular.get(order, 0.0) < SINGULAR_LIMIT
 
 
-def _to_piecewise(expr: sp.Expr) -> sp.Expr:
-    expr = expr.rewrite(sp.Piecewise) if expr.has(sp.Max, sp.Min, sp.Abs, sp.sign) else expr
-    expr = expr.replace(sp.Heaviside, lambda a, *rest: sp.Piecewise((0, a < 0), (1, True)))
-    return sp.piecewise_fold(expr)
+#: the sympy forms whose branch depends on the sign of an argument (kinks sit at its zeros)
+SWITCHES = (sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.sign, sp.Heaviside)
+MAX_KINKS = 64  # kinks of one activation (each splits every quadrature panel layout)
 
 
-def _interval_ends(cond: sp.Basic) -> set[float]:
-    """Finite boundary points of the set of x where ``cond`` holds (raises if not intervals)."""
+def _condition_functions(cond: sp.Basic) -> list[sp.Expr]:
+    """``lhs - rhs`` of every relation in a Piecewise condition."""
     if cond in (sp.true, sp.false):
-        return set()
-    try:
-        region = cond.as_set()
-    except (NotImplementedError, TypeError, ValueError):
-        region = None
-    problem = ValueError(
-        f"the kink condition {cond} is not a union of intervals in x; "
-        "use max/min/abs/sign/step of expressions whose zeros are simple"
-    )
-    if region is None or region.has(sp.ConditionSet) or not (
-        region.is_Interval or region.is_Union or region.is_FiniteSet or region.is_empty
-    ):
-        raise problem
-    try:
-        boundary = region.boundary
-    except (NotImplementedError, TypeError, ValueError):
-        raise problem from None
-    ends = set()
-    for point in boundary:
-        if point.is_finite:
-            ends.add(float(point))
-    return ends
+        return []
+    if isinstance(cond, sp.core.relational.Relational):
+        return [cond.lhs - cond.rhs]
+    if isinstance(cond, sp.logic.boolalg.BooleanFunction):  # And, Or, Not, ITE, ...
+        return [f for arg in cond.args for f in _condition_functions(arg)]
+    raise ValueError(f"cannot separate the kinks of the condition {cond}")
+
+
+def _switch_arguments(expr: sp.Expr) -> set[sp.Expr]:
+    """The functions of x whose sign picks a branch somewhere in ``expr``."""
+    found: set[sp.Expr] = set()
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Piecewise):
+            for _, cond in node.args:
+                found.update(_condition_functions(cond))
+        elif isinstance(node, sp.Max | sp.Min):
+            args = node.args
+            found.update(args[i] - args[j] for i in range(len(args))
+                         for j in range(i + 1, len(args)))
+        elif isinstance(node, sp.Abs | sp.sign | sp.Heaviside):
+            found.add(node.args[0])
+    return {u for u in found if u.has(X)}
+
+
+def _zeros(u: sp.Expr) -> set[float]:
+    """Real zeros of ``u`` (which may itself switch), piece by piece; ValueError when they
+    are not finitely many points sympy can name."""
+    problem = ValueError(f"the kink condition {u} = 0 does not have finitely many solutions "
+                         "sympy can find; use max/min/abs/sign/step of expressions whose zeros "
+                         "are simple")
+    zeros: set[float] = set()
+    for piece in _analyze(u).pieces:
+        if piece.expr.is_positive or piece.expr.is_negative:  # e.g. exp(...): no zero at all
+            continue
+        try:
+            found = sp.solveset(piece.expr, X, sp.Interval(piece.lo, piece.hi))
+        except (NotImplementedError, TypeError, ValueError):
+            raise problem from None
+        if not isinstance(found, sp.FiniteSet):
+            raise problem
+        zeros |= {float(v) for v in found if v.is_real}
+    return zeros
+
+
+def _branch(expr: sp.Expr, x0: sp.Float) -> sp.Expr:
+    """``expr`` with every switch replaced by the branch it takes at ``x0`` (a point strictly
+    inside a piece, so the same branch holds on the whole piece)."""
+    if not expr.has(X) or not expr.args:
+        return expr
+    if isinstance(expr, sp.Piecewise):
+        for value, cond in expr.args:
+            if cond == sp.true or bool(cond.subs(X, x0)):
+                return _branch(value, x0)
+        raise ValueError(f"{expr} is undefined at x = {float(x0):g}")
+    if isinstance(expr, sp.Max | sp.Min):
+        values = [float(sp.N(a.subs(X, x0), 30)) for a in expr.args]
+        pick = values.index(max(values) if isinstance(expr, sp.Max) else min(values))
+        return _branch(expr.args[pick], x0)
+    if isinstance(expr, sp.Abs | sp.sign | sp.Heaviside):
+        inner = expr.args[0]
+        positive = float(sp.N(inner.subs(X, x0), 30)) > 0
+        if isinstance(expr, sp.Abs):
+            return _branch(inner if positive else -inner, x0)
+        if isinstance(expr, sp.sign):
+            return sp.Integer(1 if positive else -1)
+        return sp.Integer(1 if positive else 0)
+    return expr.func(*(_branch(a, x0) for a in expr.args))
 
 
 def analyze(expr: sp.Expr) -> PiecewiseInfo:
@@ -208,16 +268,22 @@ def analyze(expr: sp.Expr) -> PiecewiseInfo:
                          "simplify the max/min/abs/sign/step arguments") from None
 
 
+@cache
 def _analyze(expr: sp.Expr) -> PiecewiseInfo:
-    folded = _to_piecewise(expr)
-    if not isinstance(folded, sp.Piecewise):
-        if folded.has(sp.Piecewise):
-            raise ValueError(f"cannot separate the kinks of {expr}")
-        return PiecewiseInfo((Piece(-math.inf, math.inf, folded),), (), MAX_JUMP_ORDER + 1)
-    ends: set[float] = set()
-    for _, cond in folded.args:
-        ends |= _interval_ends(cond)
-    kinks = tuple(sorted(ends))
+    """Kinks: the zeros of every switch argument (each found on its own, so the work grows
+    linearly with the number of switches, not exponentially); pieces: ``expr`` with each
+    switch resolved at the midpoint of the interval between consecutive kinks."""
+    arguments = _switch_arguments(expr)
+    if not arguments:
+        return PiecewiseInfo((Piece(-math.inf, math.inf, expr),), (), MAX_JUMP_ORDER + 1)
+    candidates = sorted(set().union(*(_zeros(u) for u in arguments)))
+    kinks: list[float] = []
+    for k in candidates:
+        if not kinks or k - kinks[-1] > 1e-12 * max(1.0, abs(k)):
+            kinks.append(k)
+    if len(kinks) > MAX_KINKS:
+        raise ValueError(f"the activation has {len(kinks)} kinks; at most {MAX_KINKS} are "
+                         "supported")
     bounds = (-math.inf, *kinks, math.inf)
     pieces = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -229,30 +295,64 @@ def _analyze(expr: sp.Expr) -> PiecewiseInfo:
             mid = lo + 1.0
         else:
             mid = 0.5 * (lo + hi)
-        for piece_expr, cond in folded.args:
-            holds = cond.subs(X, sp.Float(mid)) if cond not in (sp.true, sp.false) else cond
-            if bool(holds):
-                if piece_expr.has(sp.Piecewise):
-                    raise ValueError(f"cannot separate the kinks of {expr}")
-                pieces.append(Piece(lo, hi, sp.sympify(piece_expr)))
-                break
-    smooth_order, jumps = _regularity(pieces, kinks)
-    return PiecewiseInfo(tuple(pieces), kinks, smooth_order, jumps)
+        piece = Piece(lo, hi, _branch(expr, sp.Float(mid, 30)))
+        if pieces and pieces[-1].expr == piece.expr:  # a zero where no branch changes
+            pieces[-1] = Piece(pieces[-1].lo, hi, piece.expr)
+        else:
+            pieces.append(piece)
+    kinks = tuple(p.lo for p in pieces[1:])
+    if not kinks:
+        return PiecewiseInfo((Piece(-math.inf, math.inf, pieces[0].expr),), (),
+                             MAX_JUMP_ORDER + 1)
+    return _regularity(tuple(pieces), kinks)
 
 
-def _regularity(pieces: list[Piece], kinks: tuple[float, ...]) -> tuple[int, dict]:
+def _blow_up(piece: Piece, kink: float, order: int, side: float) -> float:
+    """Exponent p of ``|phi^(order)(kink + side h)| ~ h^-p`` as h -> 0 (0 when bounded)."""
+    fn = piece_function(piece.expr, order)
+    h = np.array(SINGULAR_STEPS)
+    with np.errstate(all="ignore"):
+        values = np.abs(np.asarray(fn(kink + side * h), dtype=float))
+    if not np.all(np.isfinite(values)) or np.any(values == 0.0):
+        return math.inf if not np.all(np.isfinite(values)) else 0.0
+    p = -float(np.diff(np.log(values))[0] / np.diff(np.log(h))[0])
+    return max(p, 0.0)
+
+
+def _one_sided(expr: sp.Expr, kink: float) -> sp.Expr:
+    return sp.N(expr.subs(X, kink), 30)
+
+
+def _regularity(pieces: tuple[Piece, ...], kinks: tuple[float, ...]) -> PiecewiseInfo:
+    """Jumps and blow-ups of the derivatives at the kinks, orders 0..KINK_ORDERS-1 (each
+    piece differentiated once per order; the maps never need more derivatives of a kinked
+    activation, and a lower ``smooth_order`` than the truth only moves derivatives onto the
+    Gaussian density, which is always valid)."""
     jumps: dict[int, tuple[float, ...]] = {}
-    smooth_order = MAX_JUMP_ORDER + 1
-    for order in range(MAX_JUMP_ORDER + 1):
+    singular: dict[int, float] = {}
+    jump_order = KINK_ORDERS
+    derivatives = [p.expr for p in pieces]
+    for order in range(KINK_ORDERS):
+        if order:
+            derivatives = [sp.diff(d, X) for d in derivatives]
         per_kink = []
         for i, kink in enumerate(kinks):
-            left = sp.diff(pieces[i].expr, X, order).subs(X, kink)
-            right = sp.diff(pieces[i + 1].expr, X, order).subs(X, kink)
-            per_kink.append(float(sp.N(right - left, 30)))
+            left = _one_sided(derivatives[i], kink)
+            right = _one_sided(derivatives[i + 1], kink)
+            if not (left.is_finite and right.is_finite):  # blows up, or sympy cannot tell
+                p = max(_blow_up(pieces[i], kink, order, -1.0),
+                        _blow_up(pieces[i + 1], kink, order, 1.0))
+                if p > 1e-3:
+                    singular[order] = max(singular.get(order, 0.0), p)
+                per_kink.append(0.0)  # bounded one-sided values that sympy could not evaluate
+                continue
+            per_kink.append(float(right - left))
         jumps[order] = tuple(per_kink)
-        if any(abs(j) > 1e-13 for j in per_kink) and smooth_order > MAX_JUMP_ORDER:
-            smooth_order = order
-    return smooth_order, jumps
+        if any(abs(j) > 1e-13 for j in per_kink):
+            jump_order = order
+            break
+    smooth_order = min([jump_order, *(order - 1 for order in singular)])
+    return PiecewiseInfo(pieces, kinks, smooth_order, jumps, jump_order, singular)
 
 
 @cache

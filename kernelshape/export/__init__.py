@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kernelshape.constants import atomic_write_text, load_constants, validate_document
+from kernelshape.constants import atomic_write_text
 from kernelshape.export.generate import FRAMEWORKS, framework_name, generate
+from kernelshape.solve.recheck import checked, load_constants
 
 __all__ = ["FRAMEWORKS", "export", "export_to_file", "framework_name"]
 
@@ -31,9 +32,7 @@ def _document(document_or_path: Any, verify: bool) -> dict[str, Any]:
             "export needs a constants document (dict), a path to one, or an object with "
             f"to_document(); got {type(document_or_path).__name__}"
         )
-    doc = dict(doc)
-    validate_document(doc)
-    return doc
+    return checked(doc, verify)
 
 
 def export(document_or_path: Any, to: str = "numpy", *, verify: bool = True) -> str:

@@ -17,6 +17,8 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from kernelshape.constants import atomic_write
+
 DPI = 100
 
 # Okabe & Ito (2008), "Color Universal Design"; yellow (#F0E442) is left out of line plots
@@ -70,8 +72,9 @@ def save(fig: Figure, path: str | os.PathLike[str]) -> str:
     """Write the figure (PNG, or SVG for a ``.svg`` path) at ``DPI``; returns the path."""
     path = os.fspath(path)
     fmt = "svg" if path.lower().endswith(".svg") else "png"
-    fig.savefig(path, dpi=DPI, format=fmt, metadata={"Software": "kernelshape"}
-                if fmt == "png" else None)
+    atomic_write(path, lambda handle: fig.savefig(
+        handle, dpi=DPI, format=fmt,
+        metadata={"Software": "kernelshape"} if fmt == "png" else None), binary=True)
     return path
 
 

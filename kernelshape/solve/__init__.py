@@ -14,6 +14,8 @@ _EXPORTS = {
     "Shapeable": "kernelshape.solve.options",
     "InfeasibleError": "kernelshape.solve.options",
     "Solution": "kernelshape.solve.solution",
+    "load_constants": "kernelshape.solve.recheck",
+    "recheck_document": "kernelshape.solve.recheck",
     "edge_of_chaos": "kernelshape.solve.eoc",
     "eoc_chain_states": "kernelshape.solve.eoc",
     "shape": "kernelshape.solve.solver",

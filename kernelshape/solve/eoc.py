@@ -19,6 +19,8 @@ from kernelshape.engine.maps import cmap, qmap
 from kernelshape.engine.quadrature import Scaled, expect_1d
 from kernelshape.solve.options import InfeasibleError
 
+EOC_TOLERANCE = 1e-10  # on the re-evaluated fixed-point and chi_1 equations
+
 
 def edge_of_chaos(act: Activation, bias_variance: float = 0.0) -> dict[str, float]:
     """Edge of chaos: q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2 with chi_1 = 1."""
@@ -51,14 +53,39 @@ def edge_of_chaos(act: Activation, bias_variance: float = 0.0) -> dict[str, floa
             raise InfeasibleError(f"{act.name}: no edge-of-chaos fixed point with "
                                   f"bias_variance = {bias_variance!r}")
     if q_star == 0.0:
+        phi0 = float(act(np.array([0.0]))[0])
+        if phi0 != 0.0:
+            raise InfeasibleError(
+                f"{act.name}: no edge of chaos with bias_variance = 0: the chi_1 = 1 curve "
+                f"meets no fixed point for q in [1e-6, 1e3], and q* = 0 is not one because "
+                f"phi(0) = {phi0:.6g} != 0; try a positive bias_variance")
         d1 = float(act.derivative(np.array([0.0]), 1)[0])
         if d1 == 0.0:
             raise InfeasibleError(f"{act.name}: phi'(0) = 0, so no edge of chaos at q* = 0")
         weight = 1.0 / d1**2
     else:
         weight = 1.0 / moments(q_star)[1]
-    return {"weight_variance": weight, "bias_variance": float(bias_variance),
-            "q_fixed_point": q_star}
+    out = {"weight_variance": weight, "bias_variance": float(bias_variance),
+           "q_fixed_point": q_star}
+    worst = max(abs(v) for v in eoc_residuals(act, out).values())
+    if not worst <= EOC_TOLERANCE:
+        raise InfeasibleError(f"{act.name}: the edge-of-chaos point found does not satisfy its "
+                              f"equations (residual {worst:.2e}); please report this case")
+    return out
+
+
+def eoc_residuals(act: Activation, eoc: dict[str, float]) -> dict[str, float]:
+    """The EOC equations at a recorded point, re-evaluated: ``fixed_point = (s_w^2 Q(q*) +
+    s_b^2 - q*) / max(1, q*)`` and ``chi_1 = s_w^2 E[phi'(sqrt(q*) z)^2] - 1`` (at q* = 0:
+    ``s_w^2 phi(0)^2 + s_b^2`` and ``s_w^2 phi'(0)^2 - 1``)."""
+    sw2, sb2, q = eoc["weight_variance"], eoc["bias_variance"], eoc["q_fixed_point"]
+    if q == 0.0:
+        phi0 = float(act(np.array([0.0]))[0])
+        d1 = float(act.derivative(np.array([0.0]), 1)[0])
+        return {"fixed_point": sw2 * phi0**2 + sb2, "chi_1": sw2 * d1**2 - 1.0}
+    g = Scaled.of(act, q)
+    second, slope = expect_1d([(g, 0), (g, 0)]), expect_1d([(g, 1), (g, 1)]) / q
+    return {"fixed_point": (sw2 * second + sb2 - q) / max(1.0, q), "chi_1": sw2 * slope - 1.0}
 
 
 def eoc_chain_states(act: Activation, depth: int, weight_variance: float, bias_variance: float,

@@ -20,7 +20,13 @@ from functools import cache
 import numpy as np
 
 from kernelshape.engine.activations import Activation
-from kernelshape.engine.quadrature import NODES_1D, Scaled, _breaks_1d, _envelope_range, panel_rule
+from kernelshape.engine.quadrature import (
+    NODES_1D,
+    Scaled,
+    adapted_breaks,
+    envelope_range,
+    panel_rule,
+)
 
 HERMITE_NODES = 96
 
@@ -88,8 +94,9 @@ def hermite_rule() -> tuple[np.ndarray, np.ndarray]:
 def panel_nodes(act: Activation, alpha: float, beta: float) -> tuple[np.ndarray, np.ndarray]:
     """Accurate panel nodes (split at kinks) for phi(alpha z + beta): the polishing phase."""
     g = Scaled(act.base, alpha, beta, 1.0, 0.0)
-    lo, hi = _envelope_range([g], power=2)
-    z, w = panel_rule(_breaks_1d([g], lo, hi), NODES_1D)
+    lo, hi = envelope_range([g], power=2)
+    orders = tuple(n for n in (0, 1, 2) if act.square_integrable(n))
+    z, w = panel_rule(adapted_breaks(g, lo, hi, orders), NODES_1D)
     return z, w * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
 
 

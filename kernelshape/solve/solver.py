@@ -27,7 +27,7 @@ from scipy.optimize import brentq
 from kernelshape.engine.activations import Activation, Transform
 from kernelshape.engine.maps import qmap
 from kernelshape.solve import certificate
-from kernelshape.solve.eoc import edge_of_chaos
+from kernelshape.solve.eoc import edge_of_chaos, eoc_residuals
 from kernelshape.solve.local import LocalRoot, closest_point, solve_local
 from kernelshape.solve.network_targets import (
     InfeasibleError,
@@ -360,6 +360,7 @@ def shape(net: Shapeable | str, method: str = "dks", *, zeta: float | None = Non
     if method == "eoc":
         eoc = {k: edge_of_chaos(a, targets["bias_variance"]) for k, a in acts.items()}
         found.transforms = {k: Transform() for k in acts}
+        found.residuals = {k: eoc_residuals(a, eoc[k]) for k, a in acts.items()}
     else:
         SOLVERS[method](net, acts, targets, opts, found)
     if method == "tat":  # the network target that applied

@@ -30,6 +30,11 @@ _NO_SINGLE_OUTPUT = ""
 _HEADS_LAST = "Heads must be the last part of a description (it ends the network)"
 
 
+#: layers one network may have (an mlp of depth 100,000 has 200,002; shaping it takes
+#: seconds and a few hundred MB)
+MAX_NODES = 250_000
+
+
 @dataclass
 class _Builder:
     nodes: list[Node] = field(default_factory=list)
@@ -42,6 +47,9 @@ class _Builder:
 
     def add(self, layer: Layer, parents: tuple[str, ...], prefix: str,
             scope: tuple[int, ...]) -> str:
+        if len(self.nodes) >= MAX_NODES:
+            raise ValueError(f"the network has more than {MAX_NODES:,} layers, the most a "
+                             "description may hold (memory and time grow with the layers)")
         if layer.name is not None:
             node_id = prefix + layer.name
         else:

@@ -56,28 +56,54 @@ class Program:
     ops: tuple[tuple, ...]
     result: int
 
+    def _last_use(self) -> list[int]:
+        """For every slot, the index of the last op that reads it (-1: never read)."""
+        last = [-1] * (len(self.ops) + 1)
+        for k, (code, arg) in enumerate(self.ops):
+            for i in ([arg] if code == ApplyR else [i for i, _ in arg]):
+                last[i] = k
+        last[self.result] = len(self.ops)
+        return last
+
     def run(self, x: np.ndarray | float, r: Callable) -> np.ndarray | float:
-        slots = [x]
-        for code, arg in self.ops:
+        """The program's value for ``x`` (a slot is dropped after its last reader: memory
+        stays that of the widest point of the network, not its depth)."""
+        last = self._last_use()
+        slots: dict[int, np.ndarray | float] = {0: x}
+        for k, (code, arg) in enumerate(self.ops):
             if code == ApplyR:
-                slots.append(r(slots[arg]))
+                slots[k + 1] = r(slots[arg])
             else:
-                slots.append(sum(p * slots[i] for i, p in arg))
+                slots[k + 1] = sum(p * slots[i] for i, p in arg)
+            for i in ({arg} if code == ApplyR else {i for i, _ in arg}):
+                if last[i] == k:
+                    del slots[i]
         return slots[self.result]
 
     def polynomial(self) -> np.ndarray:
-        """Coefficients ``a_k`` (increasing k) of ``run(1, y -> xi*y) = sum_k a_k xi^k``."""
-        slots = [np.ones(1)]
-        for code, arg in self.ops:
+        """Coefficients ``a_k`` (increasing k) of ``run(1, y -> xi*y) = sum_k a_k xi^k``.
+
+        A slot is ``(shift, a)`` for ``xi^shift * sum_j a_j xi^j``: applying r only raises the
+        shift, so a chain costs O(depth), not O(depth^2)."""
+        last = self._last_use()
+        slots: dict[int, tuple[int, np.ndarray]] = {0: (0, np.ones(1))}
+        for k, (code, arg) in enumerate(self.ops):
             if code == ApplyR:
-                slots.append(np.concatenate(([0.0], slots[arg])))
+                shift, a = slots[arg]
+                slots[k + 1] = (shift + 1, a)
             else:
-                size = max(len(slots[i]) for i, _ in arg)
-                total = np.zeros(size)
+                low = min(slots[i][0] for i, _ in arg)
+                high = max(slots[i][0] + slots[i][1].size for i, _ in arg)
+                total = np.zeros(high - low)
                 for i, p in arg:
-                    total[: len(slots[i])] += p * slots[i]
-                slots.append(total)
-        return slots[self.result]
+                    shift, a = slots[i]
+                    total[shift - low: shift - low + a.size] += p * a
+                slots[k + 1] = (low, total)
+            for i in ({arg} if code == ApplyR else {i for i, _ in arg}):
+                if last[i] == k:
+                    del slots[i]
+        shift, a = slots[self.result]
+        return np.concatenate([np.zeros(shift), a])
 
 
 def candidate_subnetworks(order: Sequence[Node], outputs: Sequence[str]) -> list[Subnetwork]:

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -33,6 +34,8 @@ from kernelshape.train.run import Run, build_run
 from kernelshape.train.shaping import Shaping, resolve_shaping
 
 CONFIG, METRICS, POINTER = "config.json", "metrics.jsonl", "checkpoint.json"
+#: a finite loss above this many times the first step's (or 1) also counts as divergence
+DIVERGENCE_RATIO = 1000.0
 
 
 @dataclass
@@ -159,11 +162,17 @@ def _loop(backend: Backend, config: TrainConfig, state: Any, start: int, out: st
     current = (start, state)        # replaced in one assignment per step
     t0, done0 = time.perf_counter(), start
     last_ckpt = start
+    reference: float | None = None  # the first loss of this call: the divergence yardstick
     try:
         while current[0] < steps:
             step, state = current
             idx = _batch(cfg, backend.n_train, step, perm_cache)
             loss, acc, new_state, where = backend.step(state, step, idx)
+            if new_state is not None and reference is not None and \
+                    loss > DIVERGENCE_RATIO * max(reference, 1.0):
+                new_state, where = None, (f"the loss {loss:.4g} exceeds {DIVERGENCE_RATIO:g} "
+                                          f"times the first step's {reference:.4g}")
+            reference = loss if reference is None else reference
             if new_state is None:
                 msg = (f"diverged at step {step}: {where}; stopped, the last good checkpoint "
                        f"(step {last_ckpt}) is kept" + (f" in {out}" if out else ""))
@@ -212,7 +221,8 @@ def train(net_or_spec: Network | str, config: TrainConfig | None = None, *,
           constants: Mapping[str, Any] | None = None, solution: Solution | None = None,
           out: str | os.PathLike[str] | None = None, progress: bool | None = None,
           callback: Callable[[int, dict[str, Any]], None] | None = None,
-          method_options: Mapping[str, float] | None = None, **options: Any) -> TrainResult:
+          method_options: Mapping[str, float] | None = None, verify_constants: bool = True,
+          **options: Any) -> TrainResult:
     """Train a network description with softmax cross-entropy (NumPy or JAX backend).
 
     ``net_or_spec``: a ``Network`` or a SPEC string; ``config`` a :class:`TrainConfig`, or its
@@ -220,10 +230,11 @@ def train(net_or_spec: Network | str, config: TrainConfig | None = None, *,
     same as the target fields). ``data``: a dataset name or .npz path (stored in the config), or
     a :class:`Dataset` held in memory. The constants of dks / tat / eoc come from ``solution``
     (a ``Solution`` of this network), ``constants`` (a constants document of this network), or
-    the solver run now with the config's targets. ``out``: run directory (config, metrics.jsonl,
-    checkpoints every ``checkpoint_every`` steps); ``callback(step, record)`` runs after every
-    step. method "resnet-bn" trains the ResNet-with-BatchNorm counterpart of a chain network
-    (``kernelshape.topology.nets.resnet_bn_for``).
+    the solver run now with the config's targets; a document is rechecked from its recorded
+    network and method first (``verify_constants=False`` skips that). ``out``: run directory
+    (config, metrics.jsonl, checkpoints every ``checkpoint_every`` steps);
+    ``callback(step, record)`` runs after every step. method "resnet-bn" trains the
+    ResNet-with-BatchNorm counterpart of a chain network (``nets.resnet_bn_for``).
     """
     dataset = data if isinstance(data, Dataset) else None
     if data is not None:
@@ -237,7 +248,8 @@ def train(net_or_spec: Network | str, config: TrainConfig | None = None, *,
         net = resnet_bn_for(net)
     if dataset is None:
         dataset = load_data(cfg.data)
-    shaping = resolve_shaping(net, cfg, constants=constants, solution=solution)
+    shaping = resolve_shaping(net, cfg, constants=constants, solution=solution,
+                              verify=verify_constants)
     backend = _backend(build_run(cfg, net, shaping, dataset))
     state = backend.init()
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict(),
@@ -258,13 +270,24 @@ def train(net_or_spec: Network | str, config: TrainConfig | None = None, *,
 
 def _read_record(out_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(run record, checkpoint pointer) of a run directory."""
+    if not os.path.exists(os.path.join(out_dir, CONFIG)):
+        raise FileNotFoundError(f"{out_dir} is not a kernelshape run directory (no {CONFIG})")
+    if not os.path.exists(os.path.join(out_dir, POINTER)):
+        raise FileNotFoundError(
+            f"{out_dir} holds no checkpoint: the run stopped before its first checkpoint was "
+            f"written; start it again with train(..., out={out_dir!r}) (the directory may be "
+            "reused)")
     try:
         with open(os.path.join(out_dir, CONFIG)) as f:
             record = json.load(f)
         with open(os.path.join(out_dir, POINTER)) as f:
             pointer = json.load(f)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{out_dir} is not a kernelshape run directory ({e})") from e
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{out_dir}: cannot read the run record ({e}); the files "
+                         f"{CONFIG} and {POINTER} must be the JSON that train() writes") from None
+    if not isinstance(record, dict) or not isinstance(pointer, dict) or not isinstance(
+            pointer.get("file"), str) or not isinstance(pointer.get("step"), int):
+        raise ValueError(f"{out_dir}: {CONFIG} or {POINTER} is not a kernelshape run record")
     version = str(record.get("format_version", "1"))
     if record.get("format") != FORMAT or version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
         raise ValueError(f"{out_dir} holds a run of format {record.get('format')!r} "
@@ -294,8 +317,13 @@ def resume(out: str | os.PathLike[str], steps: int | None = None, data: Dataset 
     net = Network.from_dict(record["network"])
     run = build_run(cfg, net, Shaping.from_dict(record["shaping"]), data or load_data(cfg.data))
     backend = _backend(run, record.get("kfac_implementation"))
-    with np.load(os.path.join(out_dir, pointer["file"])) as z:
-        arrays = dict(z)
+    checkpoint = os.path.join(out_dir, os.path.basename(pointer["file"]))
+    try:
+        with np.load(checkpoint) as z:
+            arrays = dict(z)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{out_dir}: the checkpoint {checkpoint} cannot be read ({e}); it is "
+                         "damaged or truncated, so this run cannot be resumed") from None
     state = backend.from_arrays(arrays)
     start = int(pointer["step"])
     path = os.path.join(out_dir, METRICS)

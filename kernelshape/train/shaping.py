@@ -13,6 +13,7 @@ from typing import Any
 
 from kernelshape.constants import entry_transform, network_hash
 from kernelshape.solve import Solution, shape
+from kernelshape.solve.recheck import checked
 from kernelshape.topology import Network
 from kernelshape.train.config import TrainConfig
 
@@ -69,9 +70,11 @@ def _check_record(what: str, method: str, digest: str | None, net: Network,
                          "on this network")
 
 
-def _from_document(doc: Mapping[str, Any], net: Network, method: str) -> Shaping:
+def _from_document(doc: Mapping[str, Any], net: Network, method: str,
+                   verify: bool) -> Shaping:
     _check_record("constants document", str(doc.get("method", "")).lower(),
                   (doc.get("network") or {}).get("hash"), net, method)
+    doc = checked(doc, verify)
     keys = list(net.activation_keys)
     if method == "eoc":
         entry = (doc.get("eoc") or {}).get(keys[0]) if len(keys) == 1 else None
@@ -91,7 +94,7 @@ def _from_document(doc: Mapping[str, Any], net: Network, method: str) -> Shaping
 
 def resolve_shaping(net: Network, config: TrainConfig, *,
                     constants: Mapping[str, Any] | None = None,
-                    solution: Solution | None = None) -> Shaping:
+                    solution: Solution | None = None, verify: bool = True) -> Shaping:
     """The Shaping of ``config.method`` for ``net`` (for resnet-bn: the BatchNorm network)."""
     method = config.method
     if method in ("none", "ll", "resnet-bn"):
@@ -111,5 +114,5 @@ def resolve_shaping(net: Network, config: TrainConfig, *,
         _check_record("solution", solution.method, digest, net, method)
         return _from_solution(solution, net, "solution")
     if constants is not None:
-        return _from_document(constants, net, method)
+        return _from_document(constants, net, method, verify)
     return _from_solution(shape(net, method, **config.targets), net, "solver")

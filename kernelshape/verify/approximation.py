@@ -29,6 +29,7 @@ from kernelshape.solve import shape
 from kernelshape.topology import Network, parse_spec
 from kernelshape.topology.spec import with_option
 from kernelshape.verify.finite import SAMPLERS, features, pair_inputs
+from kernelshape.verify.limits import MAX_LAYER_WIDTH, MAX_WIDTH, check_widths
 
 WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 COSINES = (-0.5, 0.0, 0.5, 0.9)
@@ -124,6 +125,11 @@ def kernel_approximation(spec: str | Network, method: str = "dks", *,
     text = spec if isinstance(spec, str) else (net0.spec or net0.name or "network")
     if not net0.spec and len(widths) > 1:
         raise ValueError("a width sweep needs a preset SPEC (e.g. mlp:depth=10,activation=tanh)")
+    check_widths(widths, MAX_WIDTH, "the kernel-approximation study")
+    layers = len(net0.nonlinear_nodes)
+    if layers * max(widths, default=1) > MAX_LAYER_WIDTH:
+        raise ValueError(f"the kernel-approximation study: {layers} nonlinear layers at width "
+                         f"{max(widths)} exceed the {MAX_LAYER_WIDTH:,} layer-units it allows")
     solution = shape(net0, method, **targets)
     transforms = solution.network_transforms()
     node = last_nonlinear(net0)

@@ -31,6 +31,7 @@ from kernelshape.engine.activations import Transform
 from kernelshape.solve import Solution, shape
 from kernelshape.topology import INPUT_ID, Network, Subnetwork, parse_spec
 from kernelshape.topology.graph import ancestors_until
+from kernelshape.verify.limits import check_grid
 
 CMapFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -360,6 +361,7 @@ def theorem13(net_or_spec: Network | str, method: str = "none", *, n: int = GRID
     start = time.perf_counter()
     net = parse_spec(net_or_spec) if isinstance(net_or_spec, str) else net_or_spec
     spec = net_or_spec if isinstance(net_or_spec, str) else (net.spec or net.name or "network")
+    check_grid(net, n, "Theorem 13")
     notes: list[str] = []
     target = "-"
     found: dict[str, float] = {}

@@ -43,6 +43,7 @@ from kernelshape.topology import Network, parse_spec
 from kernelshape.topology.apply import Params, backward, forward, init_params
 from kernelshape.topology.spec import with_option
 from kernelshape.verify.finite import pair_inputs
+from kernelshape.verify.limits import MAX_MATRIX_WIDTH, check_grid, check_widths
 from kernelshape.verify.theorem13 import GRID, maximize_abs
 
 BOUND_CONSTANT = 11.0
@@ -280,9 +281,11 @@ def theorem27(spec: str | Network, *, method: str = "dks", zetas: Sequence[float
     targets = list(zetas or [default("zeta")]) if method == "dks" else [None]
     checks: list[NTKCheck] = []
     notes: list[str] = []
+    check_widths(widths, MAX_MATRIX_WIDTH, "Theorem 27")
     for s in specs:
         net = parse_spec(s)
         _check_chain(net)
+        check_grid(net, n, "Theorem 27")
         for z in targets:
             given = {"zeta": z, "tau": tau, "eta": eta}
             solution = shape(net, method, **{k: given[k] for k in applicable_targets(
