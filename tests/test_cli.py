@@ -263,7 +263,7 @@ BAD_IN_PROCESS = {
     "bad_c": (["maps", "tanh", "--c", "0,1.5"], ["[-1, 1]"]),
     "bad_c_text": (["maps", "tanh", "--c", "0,a"], ["'a' is not a number"]),
     "bad_q": (["maps", "tanh", "--q", "-1"], ["must be > 0"]),
-    "bad_dps": (["maps", "tanh", "--dps", "3"], ["between 5 and 1000"]),
+    "bad_dps": (["maps", "tanh", "--dps", "3"], ["between 5 and 150"]),
     "bad_param": (["maps", "tanh", "--param", "negative_slope=0.2"], ["has no parameter"]),
     "bad_spec_option": (["shape", "--net", "mlp:depth=3,colour=red", "--method", "dks"],
                         ["no option 'colour'", "depth"]),

@@ -291,3 +291,26 @@ def test_relu_dks_warning_is_logged(caplog) -> None:
     with caplog.at_level("WARNING", logger="kernelshape.compat.dks"):
         get(("relu",), "DKS")
     assert any("leaky_relu is the better choice" in r.message for r in caplog.records)
+
+
+def test_official_root_choice_returns_the_official_mirror() -> None:
+    """root_choice="official" replays the official search (its starting points, hybr) on
+    kernelshape's maps and returns the root the official package returns at tau = 4.5."""
+    acts = get(("tanh", "softplus"), "TAT", EXTREME_DKS, EXTREME_TAT, root_choice="official")
+    assert acts["tanh"](0.6) == pytest.approx(0.6860178437500071, abs=1e-8)
+    assert acts["tanh"](-0.6) == pytest.approx(-0.49030275427738146, abs=1e-8)
+
+
+@pytest.mark.parametrize("names, method, expected", VALUES[:3],
+                         ids=[f"{'+'.join(n)}-{m}" for n, m, _ in VALUES[:3]])
+def test_official_root_choice_agrees_where_the_choices_coincide(names, method,
+                                                                expected) -> None:
+    acts = get(names, method, EXTREME_DKS, EXTREME_TAT, root_choice="official")
+    for name, (at_plus, at_minus) in expected.items():
+        assert acts[name](0.6) == pytest.approx(at_plus, abs=1e-8)
+        assert acts[name](-0.6) == pytest.approx(at_minus, abs=1e-8)
+
+
+def test_unknown_root_choice_is_refused() -> None:
+    with pytest.raises(ValueError, match="root_choice must be one of canonical, official"):
+        get(("tanh",), "DKS", root_choice="first")

@@ -73,7 +73,10 @@ def official_resnet(activation: str) -> ks.topology.Network:
 
 
 def solve_official_case(activation: str, method: str) -> ks.solve.Solution:
-    return ks.shape(official_resnet(activation), method, zeta=ZETA, tau=TAU, eta=ETA)
+    if method == "dks":
+        return ks.shape(official_resnet(activation), method, zeta=ZETA)
+    target = {"eta": ETA} if activation == "leaky_relu" else {"tau": TAU}
+    return ks.shape(official_resnet(activation), method, **target)
 
 
 def close(a: float, b: float, rel: float = 1e-7, abs_: float = 1e-9) -> bool:

@@ -100,6 +100,8 @@ def json_object(option: str, keys: Sequence[str] | None = None,
             raise UsageError(f"{option} is not valid JSON ({exc.msg} at column {exc.colno}); "
                              f"give an object such as '{{\"{(keys or ['key'])[0]}\": 1.2}}'"
                              + (f" with keys {allowed}" if keys else "")) from None
+        except RecursionError:
+            raise UsageError(f"{option} is nested too deeply to read as JSON") from None
         if not isinstance(data, dict):
             raise UsageError(f"{option} must be a JSON object, got {type(data).__name__}")
         unknown = sorted(set(data) - set(keys)) if keys else []

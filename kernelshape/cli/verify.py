@@ -12,7 +12,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from kernelshape.cli.arguments import Parser, choices, command, integer, json_flag, listing, real
+from kernelshape.cli.arguments import (
+    Parser,
+    UsageError,
+    choices,
+    command,
+    integer,
+    json_flag,
+    listing,
+    real,
+)
 from kernelshape.solve.options import METHODS, TARGETS
 
 EPILOG = """\
@@ -46,7 +55,7 @@ def register(sub: Any) -> None:
                             f"(default {default})")
         for target in ("zeta", "tau", "eta"):
             t = TARGETS[target]
-            q.add_argument(f"--{target}", type=listing(real, "numbers"), default=[t.default],
+            q.add_argument(f"--{target}", type=listing(real, "numbers"),
                            help=f"{t.meaning}; comma-separated (default {t.default:g})")
         q.add_argument("--depths", type=listing(integer(1), "positive integers"),
                        help="rebuild the preset SPEC at these depths")
@@ -109,7 +118,26 @@ def _targets(method: str, opts: argparse.Namespace, spec: str) -> list[dict[str,
 
     names = [n for n in applicable_targets(method, parse_spec(spec).activations.values())
              if n in ("zeta", "tau", "eta")]
-    return [{name: v} for name in names for v in getattr(opts, name)] or [{}]
+    return [{name: v} for name in names
+            for v in getattr(opts, name) or [TARGETS[name].default]] or [{}]
+
+
+def _check_targets_apply(opts: argparse.Namespace) -> None:
+    """Refuse a target option that none of the chosen methods uses on this network."""
+    from kernelshape.solve.options import applicable_targets
+    from kernelshape.topology import parse_spec
+
+    activations = parse_spec(opts.net).activations.values()
+    for name in ("zeta", "tau", "eta"):
+        if getattr(opts, name) is None:
+            continue
+        users = [m for m in opts.method if name in applicable_targets(m, activations)]
+        if not users:
+            takers = "/".join(TARGETS[name].methods)
+            raise UsageError(f"--{name} does not apply to method {','.join(opts.method)} on "
+                             f"this network ({TARGETS[name].meaning}; method {takers}"
+                             + (", smooth activations" if name == "tau" else
+                                ", Leaky-ReLU networks" if name == "eta" else "") + ")")
 
 
 def _specs(spec: str, depths: list[int] | None) -> list[str]:
@@ -164,8 +192,10 @@ def _theorem27(spec: str, opts: argparse.Namespace) -> tuple[dict[str, Any], str
         if opts.widths is not None:
             kw["widths"] = opts.widths
         reports.append(theorem27(spec, method=method, zetas=opts.zeta, depths=opts.depths,
-                                 seeds=range(opts.seeds or 1), tau=opts.tau[0],
-                                 eta=opts.eta[0], n=opts.grid or GRID, **kw))
+                                 seeds=range(opts.seeds or 1),
+                                 tau=opts.tau[0] if opts.tau else None,
+                                 eta=opts.eta[0] if opts.eta else None, n=opts.grid or GRID,
+                                 **kw))
     headers = ["network", "method", "depth", "zeta", "width", "seed",
                "max_i max_c |Theta_i - x'x/d0|", "at (layer, c)", "11(zeta-1)", "ratio",
                "holds", "max|Theta_i - Theta_i^inf|"]
@@ -215,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
     """kernelshape verify CHECK: 0 every inequality holds, 1 one is violated."""
     check = {"theorem13": _theorem13, "theorem27": _theorem27,
              "approximation": _approximation}[args.theorem]
+    _check_targets_apply(args)
     payload, text, holds = check(args.net, args)
     if args.json and args.emit_json is not None:
         args.emit_json(payload)

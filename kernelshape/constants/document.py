@@ -191,6 +191,8 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     except ValueError as exc:
         raise ValueError(f"{p}: corrupted constants file: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{p}: corrupted constants file: nested too deeply") from None
     try:
         validate_document(doc)
     except ValueError as exc:

@@ -18,4 +18,4 @@
 Nothing here imports the rest of kernelshape, and importing the package itself loads nothing.
 """
 
-DPS_RANGE = (5, 1000)  # the digits ``dps=N`` map evaluations accept (mpmath route)
+DPS_RANGE = (5, 150)  # the digits ``dps=N`` map evaluations accept (mpmath route)

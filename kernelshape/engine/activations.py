@@ -227,6 +227,9 @@ def activation(spec: str | Activation | Callable, **params: float) -> Activation
     return act
 
 
+MAX_CONSTANT = 1e150  # largest |number| in an expression: (1e150)^2 stays a finite float64
+
+
 def checked_sympy(tree: Node, spec: str) -> sp.Expr:
     """The sympy form of a parsed activation, checked to be a real function of x.
 
@@ -245,6 +248,10 @@ def checked_sympy(tree: Node, spec: str) -> sp.Expr:
         raise invalid("unknown variable(s); the only variable is x")
     if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
         raise invalid("it contains an infinite, NaN or complex constant")
+    huge = [n for n in expr.atoms(sp.Number) if abs(n) > MAX_CONSTANT]
+    if huge:
+        raise invalid(f"the constant {float(huge[0]):.3g} is beyond what float64 maps resolve "
+                      f"(|constant| <= {MAX_CONSTANT:g}, so that squared derivatives stay finite)")
     return expr
 
 
@@ -256,7 +263,7 @@ def _validate(act: Activation, spec: str) -> None:
     """Reject activations that are complex, undefined or whose E[phi(z)^2] diverges."""
     try:
         info = act.info
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"activation {spec!r}: {exc}") from None
     grid = np.linspace(-12.0, 12.0, 481)
     with np.errstate(all="ignore"):

@@ -76,16 +76,21 @@ class Scaled:
         return (np.asarray(self.act.kinks, dtype=float) - self.b) / self.a
 
     def feature_points(self, lo: float, hi: float, whole_range: bool) -> np.ndarray:
-        """z positions of unit steps of the activation's own coordinate inside [lo, hi]."""
+        """z positions of unit steps of the activation's own coordinate inside [lo, hi], and
+        of its steep inner arguments (``PiecewiseInfo.features``)."""
+        steep = np.empty(0)
+        if self.act.info.features and self.a != 0.0:
+            steep = (np.asarray(self.act.info.features) - self.b) / self.a
+            steep = steep[(steep > lo) & (steep < hi)]
         if abs(self.a) <= 1.0:
-            return np.empty(0)
+            return steep
         x_lo, x_hi = sorted((self.a * lo + self.b, self.a * hi + self.b))
         if not whole_range:
             x_lo, x_hi = max(x_lo, -FEATURE_RANGE), min(x_hi, FEATURE_RANGE)
         if x_hi <= x_lo:
-            return np.empty(0)
+            return steep
         xs = np.arange(math.ceil(x_lo), math.floor(x_hi) + 1.0)
-        return (xs - self.b) / self.a
+        return np.concatenate([(xs - self.b) / self.a, steep])
 
 
 def envelope_range(

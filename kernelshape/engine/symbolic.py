@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import mpmath as mp
@@ -175,6 +175,7 @@ class PiecewiseInfo:
     jumps: dict[int, tuple[float, ...]] = field(default_factory=dict)  # order -> jump per kink
     jump_order: int = MAX_JUMP_ORDER + 1
     singular: dict[int, float] = field(default_factory=dict)
+    features: tuple[float, ...] = ()  # x where a steep inner argument takes integer values
 
     def square_integrable(self, order: int) -> bool:
         """Whether ``E[phi^(order)(z)^2]`` is finite near the kinks (no Dirac term, blow-up
@@ -262,7 +263,7 @@ def _branch(expr: sp.Expr, x0: sp.Float) -> sp.Expr:
 def analyze(expr: sp.Expr) -> PiecewiseInfo:
     """Split ``expr`` into smooth pieces at its kinks and measure its regularity there."""
     try:
-        return _analyze(expr)
+        return replace(_analyze(expr), features=steep_points(expr))
     except RecursionError:
         raise ValueError(f"cannot separate the kinks of {expr} (sympy recursion limit); "
                          "simplify the max/min/abs/sign/step arguments") from None
@@ -305,6 +306,52 @@ def _analyze(expr: sp.Expr) -> PiecewiseInfo:
         return PiecewiseInfo((Piece(-math.inf, math.inf, pieces[0].expr),), (),
                              MAX_JUMP_ORDER + 1)
     return _regularity(tuple(pieces), kinks)
+
+
+STEEP_STEPS = 40  # integer values of a steep linear inner argument that get a quadrature break
+MAX_STEEPNESS = 100.0  # largest steepness of an inner argument that is not linear in x
+
+
+def _steepness(u: sp.Expr) -> float:
+    """``max |c|^(1/d)`` over the terms ``c x^d`` of ``u`` (the scale on which ``u`` moves)."""
+    out = 0.0
+    for term in sp.Add.make_args(sp.expand(u)):
+        if not term.has(X):
+            continue
+        coeff, rest = term.as_coeff_Mul()
+        degree = sp.degree(rest, X) if rest.is_polynomial(X) else 1
+        out = max(out, abs(float(coeff)) ** (1.0 / max(int(degree), 1)))
+    return out
+
+
+@cache
+def steep_points(expr: sp.Expr) -> tuple[float, ...]:
+    """Quadrature breaks for inner arguments steeper than x itself.
+
+    For each function applied to ``u = k x + m`` with ``|k| > 1`` (``tanh(1e10 x)``): the x
+    where ``u`` takes the integer values ``-STEEP_STEPS..STEEP_STEPS`` (the function's own
+    unit scale), so that panels resolve a feature far narrower than the default unit panels.
+    A function of a steeper, non-linear argument (``exp(-1e6 x^2)``) is refused: its features
+    cannot be located in advance.
+    """
+    points: set[float] = set()
+    for node in sp.preorder_traversal(expr):
+        if not isinstance(node, sp.Function) or isinstance(node, SWITCHES):
+            continue
+        for u in node.args:
+            if not u.has(X):
+                continue
+            if u.is_polynomial(X) and sp.degree(u, X) == 1:
+                k, m = float(u.coeff(X, 1)), float(u.coeff(X, 0))
+                if abs(k) > 1.0:
+                    points.update((j - m) / k for j in range(-STEEP_STEPS, STEEP_STEPS + 1))
+            elif (scale := _steepness(u)) > MAX_STEEPNESS:
+                raise ValueError(
+                    f"the argument {u} of {node.func} varies on a scale of 1/{scale:.3g} in x, "
+                    f"steeper than the quadrature can locate for a non-linear argument (at most "
+                    f"{MAX_STEEPNESS:g}); write the steepness as a linear factor, e.g. "
+                    "tanh(30*x), or as the transform's input_scale")
+    return tuple(sorted(points))
 
 
 def _blow_up(piece: Piece, kink: float, order: int, side: float) -> float:

@@ -144,10 +144,14 @@ def _newton(system: System, alpha: np.ndarray, beta: np.ndarray, branch: np.ndar
 
 
 def _polish(system: System, alpha: float, beta: float, branch: int) -> tuple[float, float, float]:
-    """Newton on the exact panel rule; returns (alpha, beta, max |residual|)."""
+    """Newton on the exact panel rule; returns (alpha, beta, max |residual|). A step into a
+    region whose moments cannot be resolved ends the polish (the candidate keeps its best)."""
     best = (alpha, beta, math.inf)
     for _ in range(12):
-        z, w = panel_nodes(system.act, alpha, beta)
+        try:
+            z, w = panel_nodes(system.act, alpha, beta)
+        except ValueError:
+            break
         with np.errstate(all="ignore"):
             res, jac = system.residuals(np.array([alpha]), np.array([beta]),
                                         np.array([float(branch)]), z, w)

@@ -30,31 +30,56 @@ def leaky_relu_cmap(c: np.ndarray | float, slope: float) -> np.ndarray | float:
     return c + k * (np.sqrt(1.0 - c * c) - c * np.arccos(c))
 
 
-def _increasing_root(fn, target: float, lo: float, start: float) -> float:
-    """Root of the increasing ``fn(v) = target`` on ``[lo, inf)``, bracketing by doubling."""
+#: per-layer targets the local solver certifies in float64: DKS slopes C'(1) = xi with
+#: xi - 1 in [1e-5, 1e3] and smooth-TAT curvatures C''(1) in [1e-4, 1e3]. Closer to the linear
+#: limit (xi = 1, C''(1) = 0) the shaped activation is linear to within the certificate's
+#: float64 error; far above, no transform in the search box is that nonlinear.
+LOCAL_SLOPE_EXCESS = (1e-7, 1e3)
+LOCAL_CURVATURE = (1e-6, 1e3)
+
+
+def _increasing_root(fn, target: float, lo: float, hi: float) -> float:
+    """Root of the increasing ``fn(v) = target`` on ``[lo, hi]``, or InfeasibleError."""
     if fn(lo) > target:
         raise InfeasibleError(f"the network target {target!r} is below its smallest value "
                               f"{fn(lo)!r}")
-    hi = start
-    for _ in range(200):
-        if fn(hi) >= target:
-            break
-        hi = lo + 2.0 * (hi - lo)
-    else:
-        raise InfeasibleError(f"no local value reaches the network target {target!r}")
+    top = fn(hi)
+    if not top >= target:
+        raise InfeasibleError(f"no local value in [{lo:g}, {hi:g}] reaches the network target "
+                              f"{target!r}")
     return brentq(lambda v: fn(v) - target, lo, hi, xtol=1e-16, rtol=8.9e-16, maxiter=500)
+
+
+def _local_range(name: str, network: str, fn, low: float, high: float, target: float,
+                 offset: float) -> float:
+    """The local value for ``target``, refused with the network range when outside
+    ``[offset + low, offset + high]``."""
+    def fn_safe(v: float) -> float:
+        with np.errstate(all="ignore"):
+            value = float(fn(v))
+        return value if math.isfinite(value) else math.inf
+
+    least, most = fn_safe(offset + low), fn_safe(offset + high)
+    if not least <= target <= most:
+        raise InfeasibleError(
+            f"{network} = {target:.10g} needs a per-layer {name} outside what the solver "
+            f"certifies ({offset + low:.10g} to {offset + high:.10g} per layer); for this network "
+            f"choose {least:.10g} <= {network} <= {most:.10g}")
+    return _increasing_root(fn_safe, target, offset + low, offset + high)
 
 
 def dks_local_slope(net, zeta: float) -> float:
     """``xi`` such that ``net.max_slope(xi) = zeta`` (zeta > 1)."""
     zeta = check_targets("dks", {"zeta": zeta})["zeta"]
-    return _increasing_root(lambda x: float(net.max_slope(x)), zeta, 1.0, zeta)
+    low, high = LOCAL_SLOPE_EXCESS
+    return _local_range("slope C'(1)", "zeta", net.max_slope, low, high, zeta, 1.0)
 
 
 def tat_local_curvature(net, tau: float) -> float:
     """``tau_local`` such that ``net.max_curvature(tau_local) = tau`` (tau > 0)."""
     tau = check_targets("tat", {"tau": tau})["tau"]
-    return _increasing_root(lambda t: float(net.max_curvature(t)), tau, 0.0, tau)
+    low, high = LOCAL_CURVATURE
+    return _local_range("curvature C''(1)", "tau", net.max_curvature, low, high, tau, 0.0)
 
 
 def tat_leaky_slope(net, eta: float) -> tuple[float, float]:

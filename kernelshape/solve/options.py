@@ -21,7 +21,7 @@ METHODS = ("dks", "tat", "eoc", "none")
 class InfeasibleError(ValueError):
     """The requested targets cannot be met; the message names the nearest feasible value."""
 
-DPS_RANGE = (16, 200)  # solve(..., dps=N): N-digit Newton polish and certificate
+DPS_RANGE = (16, 100)  # solve(..., dps=N): N-digit Newton polish and certificate
 
 
 class Target(NamedTuple):

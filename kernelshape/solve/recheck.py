@@ -117,6 +117,14 @@ def recheck_document(doc: Mapping[str, Any]) -> dict[str, dict[str, float]]:
                          "verify=False (CLI: --no-verify) only if you trust its source")
     acts = {k: _base(e) for k, e in entries.items()}
     expected = _expected(method, targets, net, acts)
+    recorded = doc.get("local_targets") or {}
+    for key, conditions in expected.items():
+        claimed = recorded.get(key) or {}
+        if set(claimed) != set(conditions) or not all(
+                isinstance(claimed[c], int | float) and _close(float(claimed[c]), t)
+                for c, t in conditions.items()):
+            failures.append(f"{key}: the recorded local_targets {claimed} are not those "
+                            f"{method} imposes on the recorded network {conditions}")
     if method == "tat" and all(a.name == "leaky_relu" for a in acts.values()):
         slope, _ = tat_leaky_slope(net, targets["eta"])
         for key, entry in entries.items():

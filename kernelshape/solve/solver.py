@@ -37,6 +37,7 @@ from kernelshape.solve.network_targets import (
 )
 from kernelshape.solve.options import (
     Shapeable,
+    applicable_targets,
     check_dps,
     check_method,
     check_targets,
@@ -66,15 +67,31 @@ def _tolerance(route: str) -> float:
 
 def _certified(act: Activation, roots: list[LocalRoot], targets: dict[str, float],
                route: str) -> tuple[LocalRoot, dict[str, float], list[LocalRoot]]:
-    """First root (in selection order) whose independent residuals pass."""
+    """First root (in selection order) whose independent residuals pass; a root whose
+    certificate cannot be evaluated (a degenerate transform, an unresolvable integrand) fails."""
+    tol = max(FLOAT_TOLERANCE, _tolerance(route))
+    best, problems = math.inf, []
     for i, root in enumerate(roots):
-        res = certificate.residuals(act.transformed(root.transform), targets, route)
-        tol = max(FLOAT_TOLERANCE, _tolerance(route))
-        if all(abs(v) <= tol * max(1.0, abs(targets[k])) for k, v in res.items()):
+        try:
+            res = certificate.residuals(act.transformed(root.transform), targets, route)
+        except (ValueError, ZeroDivisionError, OverflowError) as exc:
+            problems.append(str(exc) or type(exc).__name__)
+            continue
+        worst = max(abs(v) / max(1.0, abs(targets[k])) for k, v in res.items())
+        if worst <= tol:
             return root, res, roots[:i] + roots[i + 1:]
-    raise RuntimeError(
-        f"{act.name}: the solver found {len(roots)} root(s) but none passed the independent "
-        f"{route} certificate at {FLOAT_TOLERANCE:g}; please report this activation")
+        best = min(best, worst)
+    why = f"the smallest relative residual was {best:.2g}" if math.isfinite(best) else (
+        f"none could be evaluated ({problems[0] if problems else 'no residuals'})")
+    raise InfeasibleError(
+        f"{act.name}: the solver found {len(roots)} candidate root(s) for the local targets "
+        f"{_targets_text(targets)}, but none passed the independent {route} certificate at "
+        f"{tol:g} ({why}). Targets this close to a linear or a degenerate transform are beyond "
+        "float64 certification; move the network target away from its limit")
+
+
+def _targets_text(targets: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.12g}" for k, v in targets.items())
 
 
 def _root_record(act: Activation, root: LocalRoot, extra: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +372,18 @@ def shape(net: Shapeable | str, method: str = "dks", *, zeta: float | None = Non
     acts: dict[str, Activation] = dict(net.activations)
     if not acts:
         raise ValueError("the network has no nonlinear layer: nothing to shape")
+    applicable = applicable_targets(method, acts.values())
+    for name in given:
+        if name not in applicable:
+            raise ValueError(
+                f"{name} does not apply to this network: TAT takes eta when every activation "
+                f"is leaky_relu and tau otherwise; this network's activations are "
+                f"{', '.join(sorted({a.name for a in acts.values()}))}, so give "
+                f"{' or '.join(applicable)}")
     targets = {k: given.get(k, default(k)) for k in METHOD_TARGETS[method]}
+    if method != "none":
+        for act in acts.values():
+            _check_finite_slope(act, method)
     found, eoc = _Found(), None
     if method == "eoc":
         eoc = {k: edge_of_chaos(a, targets["bias_variance"]) for k, a in acts.items()}
@@ -392,6 +420,21 @@ def _precise(act: Activation, method: str, local_targets: dict[str, float], root
     out = {k: mp.nstr(v, dps) for k, v in constants.items()}
     out["max_residual"] = mp.nstr(norm, 5)
     return out
+
+
+def _check_finite_slope(act: Activation, method: str) -> None:
+    """Refuse activations whose ``C'(1) = E[phi'(u)^2] / E[phi(u)^2]`` is infinite: every
+    method but ``none`` sets or needs that slope."""
+    if act.square_integrable(1):
+        return
+    info = act.info
+    where = ", ".join(f"{k:g}" for k in info.kinks)
+    reason = (f"it jumps at x = {where}, so phi' holds a Dirac term" if info.jump_order < 1
+              else f"its slope blows up at x = {where} (|phi'(x)|^2 is not integrable there)")
+    raise InfeasibleError(f"{act.name}: method {method} needs a finite slope C'(1) = "
+                          f"E[phi'(u)^2]/E[phi(u)^2], but {reason}; C'(1) is infinite for every "
+                          "transform. Use a continuous activation with a square-integrable "
+                          "derivative (e.g. relu, leaky_relu, tanh)")
 
 
 def _check_base(act: Activation) -> None:

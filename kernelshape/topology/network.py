@@ -350,4 +350,9 @@ def load_network(path: str | os.PathLike[str]) -> Network:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{os.fspath(path)} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{os.fspath(path)} is nested too deeply to be a network "
+                             "description") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{os.fspath(path)} is not UTF-8 text ({exc.reason})") from None
     return Network.from_dict(data)
