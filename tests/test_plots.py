@@ -25,6 +25,7 @@ SIZES = {  # pixels (width, height): figsize x 100 dpi
     "theorem27": (1500, 600),
     "kernel-approximation": (1100, 650),
     "training-curves": (1400, 550),
+    "formulas": (1600, 600),
 }
 
 

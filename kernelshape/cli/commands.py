@@ -67,7 +67,9 @@ examples:
   kernelshape maps "x*tanh(log(1+exp(x)))" --q 0.5,1,2
   kernelshape maps softplus --transform '{"input_scale": 1.2, "output_scale": 1.5}'
   kernelshape maps leaky_relu --param negative_slope=0.2
-  kernelshape maps tanh --dps 30""",
+  kernelshape maps tanh --dps 30
+  kernelshape maps relu --formula          (closed-form K, Q and C maps; --latex for LaTeX)
+  kernelshape maps tanh --series 12        (certified power series of C with its tail bound)""",
     "shape": """\
 SPEC is a preset with options or the path of a saved network JSON, e.g.
   mlp:depth=100,activation=tanh
@@ -123,6 +125,13 @@ def register(sub: Any) -> None:
     low, high = MAPS_DPS_RANGE
     p.add_argument("--dps", type=integer(1), metavar="N",
                    help=f"compute with mpmath at N significant digits ({low}..{high})")
+    p.add_argument("--formula", action="store_true",
+                   help="print the closed-form K(q1, q2, c), Q(q) and C(c) (where one exists) "
+                        "and the local conditions as formulas of alpha, beta, delta, gamma")
+    p.add_argument("--latex", action="store_true", help="like --formula, in LaTeX")
+    p.add_argument("--series", type=integer(0), metavar="N",
+                   help="the C map at q = 1 as a power series up to c^N with a certified "
+                        "bound on the rest (coefficients by mpmath)")
     json_flag(p)
     p.set_defaults(handler=maps)
 
@@ -146,6 +155,10 @@ def register(sub: Any) -> None:
     p.add_argument("--all-solutions", action="store_true",
                    help="also list the other solutions (e.g. mirrored ones of odd activations)")
     p.add_argument("-o", "--output", metavar="FILE", help="save the constants document here")
+    p.add_argument("--formula", action="store_true",
+                   help="print the local conditions that were solved as formulas of alpha, "
+                        "beta, delta, gamma (where exact ones exist) with the solution "
+                        "substituted at 30 digits")
     json_flag(p)
     p.set_defaults(handler=shape)
 
@@ -269,6 +282,20 @@ def maps(args: argparse.Namespace) -> int:
         lines += ["", "Q map (q = input second moment):",
                   table(["q", "Q(q)"], [[fmt(q), fmt(v, dps)] for q, v in zip(qs, qvals,
                                                                              strict=True)])]
+    if args.formula or args.latex:
+        from kernelshape.cli.formulas import formula_block
+
+        block, text = formula_block(act, latex=args.latex)
+        payload["formulas"] = block
+        lines += ["", text]
+    if args.series is not None:
+        from kernelshape.cli.formulas import series_text
+        from kernelshape.engine.series import cmap_series
+
+        with Progress(f"series of {act.name} to c^{args.series}"):
+            series = cmap_series(act, args.series, dps=dps or 30)
+        payload["series"] = series.to_dict()
+        lines += ["", series_text(series)]
     emit(args, payload, "\n".join(lines), dps)
     return 0
 
@@ -405,11 +432,16 @@ def shape(args: argparse.Namespace) -> int:
         sol.save(output)
     payload = solution_payload(sol, net, spec, bar.elapsed,
                                os.fspath(output) if output is not None else None)
+    extra = ""
+    if args.formula:
+        from kernelshape.cli.formulas import solved_conditions
+
+        payload["conditions"], extra = solved_conditions(sol)
     if not args.json:
         for warning in payload["warnings"]:
             print(f"kernelshape shape: warning: {warning}", file=sys.stderr)
         payload_text = dict(payload, warnings=[])
-        emit(args, payload, solution_text(payload_text, args.dps), args.dps)
+        emit(args, payload, solution_text(payload_text, args.dps) + extra, args.dps)
     else:
         emit(args, payload, "", args.dps)
     return 0

@@ -14,6 +14,8 @@
 | ``hermite`` | certified Hermite (Mehler) series |
 | ``maps`` | ``qmap``, ``cmap``, ``local_summary`` (route dispatch) |
 | ``precise`` | the mpmath route (``dps=N``) |
+| ``formulas`` | closed-form K, Q, C maps and local conditions as sympy expressions |
+| ``series`` | C maps as certified power series; the float series networks compose |
 
 Nothing here imports the rest of kernelshape, and importing the package itself loads nothing.
 """

@@ -45,7 +45,8 @@ def _base_key(act: Activation) -> tuple:
     return (act.name, tuple(sorted(act.params.items())), act.builtin, act.expr)
 
 
-def _family(act: Activation) -> str | None:
+def family(act: Activation) -> str | None:
+    """The closed-form family of the untransformed activation (None: no closed form)."""
     key = _base_key(act)
     if key not in _FAMILIES:
         _FAMILIES[key] = _base_family(act)
@@ -64,10 +65,11 @@ def _base_family(act: Activation) -> str | None:
     return None
 
 
-def _symbolic(act: Activation, name: str, flip: bool) -> tuple[sp.Expr, sp.Expr]:
+def symbolic_kernel(act: Activation, name: str, flip: bool) -> tuple[sp.Expr, sp.Expr]:
     """(K, E[phi(a1 z + b)]) for a built-in family; ``flip`` means alpha < 0."""
     if name in ("relu", "leaky_relu", "abs"):
-        neg = {"relu": 0, "abs": -1}.get(name, sp.Float(act.params.get("negative_slope", 0), 30))
+        slope = float(act.params.get("negative_slope", 0))
+        neg = {"relu": 0, "abs": -1}.get(name, sp.Rational(repr(slope)))
         neg, pos = sp.sympify(neg), sp.Integer(1)
         if flip:  # f(-|alpha| x): A' = -B, B' = -A in terms of |alpha|
             neg, pos = -pos, -neg
@@ -111,7 +113,7 @@ def _compiled(act: Activation, name: str, flip: bool, order: int) -> tuple[Calla
     """Lambdified ``d^order K/dc^order`` and mean, cached per *untransformed* activation."""
     key = (_base_key(act), name, flip, order)
     if key not in _COMPILED:
-        k, mean = _symbolic(act, name, flip)
+        k, mean = symbolic_kernel(act, name, flip)
         _COMPILED[key] = (sp.lambdify((C, A1, A2, B), sp.diff(k, C, order), "numpy"),
                           sp.lambdify((A1, B), mean, "numpy"))
     return _COMPILED[key]
@@ -119,7 +121,7 @@ def _compiled(act: Activation, name: str, flip: bool, order: int) -> tuple[Calla
 
 def supports(act: Activation) -> bool:
     """Whether the (transformed) activation has an exact kernel here."""
-    name = _family(act)
+    name = family(act)
     if name is None:
         return False
     t = act.transform
@@ -169,7 +171,7 @@ def _trig_kernel(name: str, c: np.ndarray, a1: float, a2: float, b: float, order
 def oscillatory(act: Activation) -> bool:
     """sin / cos: their local maps come from the closed forms at every scale (quadrature
     would need ever more panels as the input scale grows)."""
-    return _family(act) in ("sin", "cos")
+    return family(act) in ("sin", "cos")
 
 
 def trig_q_slope(act: Activation, q: float) -> float:
@@ -178,9 +180,9 @@ def trig_q_slope(act: Activation, q: float) -> float:
     (the output shift's cross term ``2 delta E[phi]`` adds ``d/dq`` of the mean)."""
     t = act.transform
     a2 = t.input_scale**2 * q
-    sign = 1.0 if _family(act) == "sin" else -1.0
+    sign = 1.0 if family(act) == "sin" else -1.0
     b = t.input_shift
-    trig = math.sin(b) if _family(act) == "sin" else math.cos(b)
+    trig = math.sin(b) if family(act) == "sin" else math.cos(b)
     # E[phi] = trig(b) e^(-a^2/2): d/dq = -alpha^2/2 trig(b) e^(-a^2/2)
     mean_slope = -0.5 * t.input_scale**2 * trig * math.exp(-0.5 * a2)
     return t.output_scale**2 * (sign * t.input_scale**2 * math.cos(2 * b) * math.exp(-2 * a2)
@@ -190,7 +192,7 @@ def trig_q_slope(act: Activation, q: float) -> float:
 def kernel(act: Activation, q1: float, q2: float, c: np.ndarray, order: int) -> np.ndarray:
     """d^order/dc^order of E[phi_hat(sqrt(q1) z1) phi_hat(sqrt(q2) z2)] (output shift included)."""
     t = act.transform
-    name = _family(act)
+    name = family(act)
     a1, a2 = t.input_scale * math.sqrt(q1), t.input_scale * math.sqrt(q2)
     g2, d = t.output_scale**2, t.output_shift
     c = np.asarray(c, dtype=float)

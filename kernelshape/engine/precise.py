@@ -44,7 +44,7 @@ NODE_MARGIN = 6
 LOG10_E = math.log10(math.e)
 
 
-def _check_digits(act: Activation, dps: int) -> int:
+def check_digits(act: Activation, dps: int) -> int:
     """``dps`` checked, for an activation that can be evaluated to that many digits."""
     if act.expression is None:
         raise ValueError(f"{act.name}: a Python callable is evaluated in float64, so dps=N "
@@ -59,7 +59,7 @@ def _check_dps(dps: int) -> int:
     return int(dps)
 
 
-class _ScaledMP:
+class ScaledMP:
     """``g(z) = gamma * (phi(a z + b) + delta)`` at mpmath precision."""
 
     def __init__(self, act: Activation, q: mp.mpf) -> None:
@@ -96,7 +96,7 @@ def _pdf(z: mp.mpf) -> mp.mpf:
     return mp.exp(-z * z / 2) / mp.sqrt(2 * mp.pi)
 
 
-def _steep_points(g: _ScaledMP) -> list[mp.mpf]:
+def _steep_points(g: ScaledMP) -> list[mp.mpf]:
     """z where a steep transform (|a| > 1) crosses unit steps of the activation's coordinate."""
     a, b = float(g.a), float(g.b)
     if abs(a) <= 1.0:
@@ -106,11 +106,11 @@ def _steep_points(g: _ScaledMP) -> list[mp.mpf]:
     return [mp.mpf(float(z)) for z in zs if abs(z) < 40.0]
 
 
-def _float_twin(g: _ScaledMP) -> Scaled:
+def _float_twin(g: ScaledMP) -> Scaled:
     return Scaled(g.base, float(g.a), float(g.b), float(g.gamma), float(g.delta))
 
 
-def _resolved_points(g: _ScaledMP) -> list[mp.mpf]:
+def _resolved_points(g: ScaledMP) -> list[mp.mpf]:
     """Break points the float64 route had to add to resolve ``g`` (steepness or oscillation
     inside an expression), as mpmath numbers; empty where its layout sufficed."""
     twin = _float_twin(g)
@@ -119,7 +119,7 @@ def _resolved_points(g: _ScaledMP) -> list[mp.mpf]:
     return [] if extra is None else [mp.mpf(float(z)) for z in extra]
 
 
-def _expect_1d(fn: Callable, g: _ScaledMP, extra: tuple[_ScaledMP, ...] = ()) -> mp.mpf:
+def expectation(fn: Callable, g: ScaledMP, extra: tuple[ScaledMP, ...] = ()) -> mp.mpf:
     """E[fn(z)] split at the kinks of g (and of ``extra``), at steep-feature points and where
     the float64 route refined; refused when mpmath's error estimate exceeds the digits."""
     exact, approximate = list(g.kinks_z()), _steep_points(g) + _resolved_points(g)
@@ -234,7 +234,7 @@ class _InnerRule:
     """Inner (t) panels for one c. Unit panels are computed once per digit count; per z1 only
     the panels that contain a (moving) kink of g2 are split there and recomputed."""
 
-    def __init__(self, f2: Scaled, g2: _ScaledMP, c: mp.mpf, s: mp.mpf, t_max: mp.mpf,
+    def __init__(self, f2: Scaled, g2: ScaledMP, c: mp.mpf, s: mp.mpf, t_max: mp.mpf,
                  dps: int) -> None:
         self.f2, self.g2, self.c, self.s, self.t_max, self.dps = f2, g2, c, s, t_max, dps
         self.kinks = g2.kinks_z()
@@ -288,7 +288,7 @@ class _InnerRule:
 
 def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps: int) -> mp.mpf:
     """d^order K/dc^order at one c, at ``dps`` working digits."""
-    g1, g2 = _ScaledMP(act, q1), _ScaledMP(act, q2)
+    g1, g2 = ScaledMP(act, q1), ScaledMP(act, q2)
     direct = min(order, act.smooth_order)
     extra = order - direct
     if abs(c) == 1:
@@ -302,9 +302,9 @@ def _kernel(act: Activation, q1: mp.mpf, q2: mp.mpf, c: mp.mpf, order: int, dps:
                 f"{act.name!r} with q1 != q2 is not supported; evaluate at |c| < 1"
             )
         sign = 1 if c > 0 else -1
-        flipped = _ScaledMP(act, q2)
+        flipped = ScaledMP(act, q2)
         flipped.a, flipped.gamma = sign * flipped.a, flipped.gamma * sign**direct
-        return _expect_1d(lambda z: g1(z, direct) * flipped(z, direct), g1, (flipped,))
+        return expectation(lambda z: g1(z, direct) * flipped(z, direct), g1, (flipped,))
     s = mp.sqrt((1 - c) * (1 + c))
     weight = density_weight(extra, "mpmath") if extra else None
     f1, f2 = Scaled.of(act, float(q1)), Scaled.of(act, float(q2))
@@ -363,19 +363,19 @@ def _vectorize(values, fn: Callable):
 
 def qmap(act: Activation, q, order: int, dps: int):
     """``d^order Q/dq^order`` at ``dps`` digits (see :func:`kernelshape.engine.maps.qmap`)."""
-    dps = _check_digits(act, dps)
+    dps = check_digits(act, dps)
 
     def one(qi: object) -> mp.mpf:
         with mp.workdps(dps + GUARD_DIGITS):
             qv = mp.mpf(qi)
             if not qv > 0:
                 raise ValueError(f"q must be positive, got {qi!r}")
-            g = _ScaledMP(act, qv)
+            g = ScaledMP(act, qv)
             if order == 0:
-                value = _expect_1d(lambda z: g(z) ** 2, g)
+                value = expectation(lambda z: g(z) ** 2, g)
             else:
                 poly = q_derivative_weight(order, "mpmath")
-                value = _expect_1d(lambda z: g(z) ** 2 * poly(z), g) / qv**order
+                value = expectation(lambda z: g(z) ** 2 * poly(z), g) / qv**order
         with mp.workdps(dps):
             return +value
 
@@ -384,7 +384,7 @@ def qmap(act: Activation, q, order: int, dps: int):
 
 def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
     """``d^order C/dc^order`` at ``dps`` digits (see :func:`kernelshape.engine.maps.cmap`)."""
-    dps = _check_digits(act, dps)
+    dps = check_digits(act, dps)
     with mp.workdps(dps + GUARD_DIGITS):
         mq1, mq2 = mp.mpf(q1), mp.mpf(q2)
         norm = mp.sqrt(qmap(act, mq1, 0, dps) * qmap(act, mq2, 0, dps))
@@ -403,17 +403,17 @@ def cmap(act: Activation, c, q1: float, q2: float, order: int, dps: int):
 
 def local_summary(act: Activation, dps: int) -> dict[str, mp.mpf]:
     """Local summary at ``dps`` digits (see :func:`kernelshape.engine.maps.local_summary`)."""
-    dps = _check_digits(act, dps)
+    dps = check_digits(act, dps)
     with mp.workdps(dps + GUARD_DIGITS):
-        g = _ScaledMP(act, mp.mpf(1))
-        q_value = _expect_1d(lambda z: g(z) ** 2, g)
+        g = ScaledMP(act, mp.mpf(1))
+        q_value = expectation(lambda z: g(z) ** 2, g)
         if q_value == 0:
             raise ValueError(f"{act!r} is identically zero in distribution: E[phi(z)^2] = 0")
-        mean = _expect_1d(g, g)
-        mean_slope = _expect_1d(lambda z: g(z) * z, g)
-        q_slope = _expect_1d(lambda z: g(z) ** 2 * (z * z - 1), g) / 2
-        slope_sq = _expect_1d(lambda z: g(z, 1) ** 2, g) if act.square_integrable(1) else mp.inf
-        curv_sq = _expect_1d(lambda z: g(z, 2) ** 2, g) if act.square_integrable(2) else mp.inf
+        mean = expectation(g, g)
+        mean_slope = expectation(lambda z: g(z) * z, g)
+        q_slope = expectation(lambda z: g(z) ** 2 * (z * z - 1), g) / 2
+        slope_sq = expectation(lambda z: g(z, 1) ** 2, g) if act.square_integrable(1) else mp.inf
+        curv_sq = expectation(lambda z: g(z, 2) ** 2, g) if act.square_integrable(2) else mp.inf
         values = {
             "q_value": q_value,
             "q_slope": q_slope,

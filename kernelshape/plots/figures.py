@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import sympy as sp
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from kernelshape.engine.activations import activation
+from kernelshape.engine.formulas import C, kernel_formula
 from kernelshape.engine.maps import cmap, qmap
+from kernelshape.engine.quadrature import Scaled, expect_1d, expect_2d
 from kernelshape.plots.style import CYCLE, LINESTYLES, MARKERS, OKABE_ITO, REFERENCE, new_figure
 from kernelshape.solve import InfeasibleError, eoc_chain_states, shape
 from kernelshape.solve.options import default
@@ -489,6 +492,45 @@ def draw_training_curves(opts: PlotOptions) -> Figure:
     return fig
 
 
+# --------------------------------------------------------------------------- formulas
+
+FORMULA_CASES = (("relu", {}), ("erf", {"input_scale": 1.5}), ("gelu_exact", {}),
+                 ("sin", {"input_scale": 1.3, "input_shift": 0.4}))
+
+
+def draw_formulas(opts: PlotOptions) -> Figure:
+    """C maps drawn from their closed-form formulas (lines) and by the engine's 2-D quadrature
+    (markers), and the gap between the two."""
+    c_line = np.linspace(-1.0, 1.0, 201)
+    c_marks = np.linspace(-0.95, 0.95, 9 if opts.quick else 19)
+    fig = new_figure(16, 6)
+    ax_map, ax_gap = fig.subplots(1, 2)
+    _identity(ax_map)
+    for i, (name, transform) in enumerate(FORMULA_CASES):
+        act = activation(name).transformed(transform) if transform else activation(name)
+        formula = kernel_formula(act)
+        curve = sp.lambdify(C, formula.cmap, "numpy")
+        g = Scaled.of(act, 1.0)
+        q_value = expect_1d([(g, 0), (g, 0)])
+        marks = np.array([expect_2d(g, g, float(c), 0, 0) / q_value for c in c_marks])
+        label = f"{name} {transform}" if transform else name
+        ax_map.plot(c_line, curve(c_line) * np.ones_like(c_line), color=CYCLE[i],
+                    ls=LINESTYLES[i], label=f"{label}: formula")
+        ax_map.plot(c_marks, marks, marker=MARKERS[i], color=CYCLE[i], ls="none", ms=7)
+        gap = np.abs(curve(c_marks) - marks)
+        ax_gap.semilogy(c_marks, np.maximum(gap, 1e-18), marker=MARKERS[i], color=CYCLE[i],
+                        ls=LINESTYLES[i], label=label)
+    ax_map.set(title="C map: formula (lines) and quadrature (markers)",
+               xlabel="input cosine $c$", ylabel="$C(c)$", xlim=(-1, 1))
+    ax_gap.set(title="|formula - quadrature| (1e-18 shown for exact agreement)",
+               xlabel="input cosine $c$", ylabel="absolute difference", xlim=(-1, 1))
+    ax_map.legend(loc="upper left")
+    ax_gap.legend(loc="upper left")
+    fig.suptitle("Closed-form C maps (kernelshape.engine.formulas) against the float64 "
+                 "quadrature route")
+    return fig
+
+
 FIGURES: dict[str, Callable[[PlotOptions], Figure]] = {
     "cmap-degeneration": draw_cmap_degeneration,
     "local-maps": draw_local_maps,
@@ -497,4 +539,5 @@ FIGURES: dict[str, Callable[[PlotOptions], Figure]] = {
     "theorem27": draw_theorem27,
     "kernel-approximation": draw_kernel_approximation,
     "training-curves": draw_training_curves,
+    "formulas": draw_formulas,
 }

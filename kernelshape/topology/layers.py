@@ -19,12 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import sympy as sp
 
+from kernelshape.engine import formulas
 from kernelshape.engine.activations import activation
-from kernelshape.engine.maps import cmap, qmap
+from kernelshape.engine.maps import cmap, qmap, snap_q
+from kernelshape.engine.series import TruncatedSeries, cmap_series
 from kernelshape.topology.state import KernelState, mix_states
 
 if TYPE_CHECKING:
@@ -272,9 +276,17 @@ class Nonlinearity(Layer):
         return KernelState(q1, q2, c, c_jet, q_jet)
 
 
-def _cmap(act: Activation, c: np.ndarray, q1: np.ndarray, q2: np.ndarray,
-          order: int) -> np.ndarray:
-    """``maps.cmap`` broadcast over arrays of q1 and q2 (one call per distinct pair)."""
+def _cmap(act: Activation, c: np.ndarray | TruncatedSeries, q1: np.ndarray, q2: np.ndarray,
+          order: int) -> np.ndarray | TruncatedSeries:
+    """``maps.cmap`` broadcast over arrays of q1 and q2 (one call per distinct pair); a
+    ``TruncatedSeries`` c is composed with the activation's certified series."""
+    if isinstance(c, TruncatedSeries | sp.Basic):
+        q = float(np.asarray(q1))
+        if order or q != float(np.asarray(q2)):
+            raise ValueError("a network C-map series or formula needs inputs of equal q")
+        if isinstance(c, TruncatedSeries):
+            return c.compose(_series(act, snap_q(q), c.order))
+        return _cmap_formula(act, q).subs(formulas.C, c)
     q1, q2 = np.asarray(q1, dtype=float), np.asarray(q2, dtype=float)
     if q1.size == 1 and q2.size == 1:
         return cmap(act, c, float(q1.flat[0]), float(q2.flat[0]), order=order)
@@ -286,6 +298,21 @@ def _cmap(act: Activation, c: np.ndarray, q1: np.ndarray, q2: np.ndarray,
         mask = which.ravel() == j
         out[mask] = cmap(act, c[mask], a, b, order=order)
     return out.reshape(shape)
+
+
+@lru_cache(maxsize=256)
+def _cmap_formula(act: Activation, q: float) -> sp.Expr:
+    """The closed-form normalized C map of ``act`` at equal input ``q`` (ValueError where the
+    activation has none)."""
+    kernel = formulas.kernel_formula(act).kernel.subs({formulas.Q1: formulas.number(q),
+                                                      formulas.Q2: formulas.number(q)})
+    return kernel / kernel.subs(formulas.C, 1)
+
+
+@lru_cache(maxsize=256)
+def _series(act: Activation, q: float, order: int) -> np.ndarray:
+    """The certified series coefficients of ``act`` at ``q`` (float64)."""
+    return np.array([float(b) for b in cmap_series(act, order, q).coefficients])
 
 
 def _chain(outer_derivative: Any, inner_jet: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:

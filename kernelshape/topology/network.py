@@ -16,7 +16,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import sympy as sp
 
+from kernelshape.engine.formulas import C as C_SYMBOL
+from kernelshape.engine.series import TruncatedSeries
 from kernelshape.topology.build import expand
 from kernelshape.topology.combinators import Description
 from kernelshape.topology.graph import INPUT_ID, Node, ancestors_until
@@ -172,6 +175,31 @@ class Network:
                             (one, 0.0 * one)[:order])
         state = self._propagate(start, transforms, target)[target]
         return _plain(state.c_jet[order - 1] if order else state.c)
+
+    def cmap_series(self, order: int, q: float = 1.0, *,
+                    transforms: Mapping[str, Transform] | None = None,
+                    node: str | None = None) -> TruncatedSeries:
+        """The network C map at equal input q as a power series cut after ``c^order``
+        (float64), composed layer by layer from every activation's certified series
+        (``engine.series``); ``.tail_bound()`` bounds its error on ``|c| <= 1``."""
+        target = self._target(node)
+        qs = np.asarray(float(q))
+        start = KernelState(qs, qs, TruncatedSeries.identity(order))
+        return self._propagate(start, transforms, target)[target].c
+
+    def cmap_formula(self, q: float = 1.0, *,
+                     transforms: Mapping[str, Transform] | None = None,
+                     node: str | None = None, simplify: bool = True) -> sp.Expr:
+        """The network C map at equal input q as a nested closed-form expression in ``c``
+        (``engine.formulas.C``): every nonlinear layer's formula composed through the
+        description (ValueError naming the first activation without one)."""
+        target = self._target(node)
+        qs = np.asarray(float(q))
+        start = KernelState(qs, qs, C_SYMBOL)
+        expr = self._propagate(start, transforms, target)[target].c
+        expr = expr.xreplace({f: sp.Integer(int(f)) for f in expr.atoms(sp.Float)
+                              if float(f).is_integer()})  # 1.0 from float q arithmetic
+        return sp.simplify(expr) if simplify else expr
 
     def qmap(self, q: Any, *, transforms: Mapping[str, Transform] | None = None,
              order: int = 0, node: str | None = None) -> np.ndarray | float:
