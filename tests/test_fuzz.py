@@ -23,6 +23,7 @@ from pathlib import Path
 import mpmath as mp
 import pytest
 import sympy as sp
+from grammar import expressions
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -65,23 +66,10 @@ def assert_contract(code: int, err: str, argv: tuple[str, ...]) -> None:
 
 # --- expressions -------------------------------------------------------------------------------
 
-LEAF = st.sampled_from(["x", "0.5", "2", "3", "pi", "e", "1.25e-1", "30", "1e3", "-1"])
-UNARY = st.sampled_from(["exp", "log1p", "sqrt", "tanh", "sin", "cos", "atan", "asinh", "erf",
-                         "erfc", "abs", "sign", "step", "relu", "sigmoid", "softplus", "log",
-                         "elu", "-"])
-BINARY = st.sampled_from(["+", "-", "*", "/", "**", "max", "min"])
-
-
-def _expressions(depth: int) -> st.SearchStrategy[str]:
-    if depth == 0:
-        return LEAF
-    sub = _expressions(depth - 1)
-    unary = st.tuples(UNARY, sub).map(
-        lambda t: f"-({t[1]})" if t[0] == "-" else f"{t[0]}({t[1]})")
-    binary = st.tuples(BINARY, sub, sub).map(
-        lambda t: f"{t[0]}({t[1]}, {t[2]})" if t[0] in ("max", "min")
-        else f"({t[1]}){t[0]}({t[2]})")
-    return st.one_of(unary, binary, sub)
+LEAVES = ["x", "0.5", "2", "3", "pi", "e", "1.25e-1", "30", "1e3", "-1"]
+UNARY = ["exp", "log1p", "sqrt", "tanh", "sin", "cos", "atan", "asinh", "erf", "erfc", "abs",
+         "sign", "step", "relu", "sigmoid", "softplus", "log", "elu", "-"]
+BINARY = ["+", "-", "*", "/", "**", "max", "min"]
 
 
 def _mp_second_moment(text: str) -> mp.mpf | None:
@@ -104,7 +92,7 @@ def _mp_second_moment(text: str) -> mp.mpf | None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_expressions(2))
+@given(expressions(2, LEAVES, UNARY, BINARY))
 @example("tanh(30*x)")
 @example("sqrt(abs(x))")
 @example("(x)/(step(x))")
