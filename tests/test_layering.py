@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "kernelshape"
 LAYERS = {"runtime": 0, "engine": 1, "topology": 2, "constants": 3, "solve": 4, "export": 5,
-          "compat": 5, "train": 6, "verify": 7, "plots": 8, "cli": 9,
+          "compat": 5, "integrations": 5, "train": 6, "verify": 7, "plots": 8, "cli": 9,
           "__main__": 9}  # python -m kernelshape: the CLI's entry point
 #: third-party packages that may be imported inside functions (optional or slow to import)
 LOCAL_OK = {"jax", "jaxlib", "optax", "kfac_jax", "torch", "tensorflow", "matplotlib",

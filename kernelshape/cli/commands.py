@@ -88,7 +88,8 @@ examples:
   kernelshape shape --net resnet:depth=101,shortcut_weight=0.6,activation=softplus \\
                     --method tat --tau 0.3 -o constants.json
   kernelshape shape --net mlp:depth=50,activation=leaky_relu --method tat --eta 0.9
-  kernelshape shape --net mlp:depth=20 --activation "x*tanh(softplus(x))" --method dks""",
+  kernelshape shape --net mlp:depth=20 --activation "x*tanh(softplus(x))" --method dks
+  kernelshape shape --torch model.py:Net --input-shape 3x32x32 --method dks -o constants.json""",
     "export": """\
 Writes one dependency-free source file (no kernelshape import) defining CONSTANTS,
 get_activation(name), the framework's scaled-uniform-orthogonal initializer and
@@ -137,7 +138,15 @@ def register(sub: Any) -> None:
 
     p = command(sub, "shape", "solve the DKS / TAT / EOC constants of a network",
                 EPILOGS["shape"])
-    p.add_argument("--net", required=True, metavar="SPEC", help="network SPEC or JSON path")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--net", metavar="SPEC", help="network SPEC or JSON path")
+    source.add_argument("--torch", metavar="FILE.py:CLASS",
+                        help="trace a PyTorch model: CLASS() from FILE.py (this imports and runs "
+                             "that file; extra [torch]); needs --input-shape")
+    p.add_argument("--input-shape", metavar="DIMS",
+                   help="with --torch: one example's shape, e.g. 3x32x32 or 784")
+    p.add_argument("--shortcut-weight", type=real, metavar="W",
+                   help="with --torch: rewrite residuals x + f(x) as w*x + sqrt(1-w^2)*f(x)")
     p.add_argument("--method", required=True, choices=METHODS)
     for name, target in TARGETS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=real,
@@ -409,7 +418,11 @@ def shape(args: argparse.Namespace) -> int:
 
     targets = {k: getattr(args, k) for k in TARGETS if getattr(args, k) is not None}
     output = check_output_path(args.output, "constants document") if args.output else None
-    spec = args.net
+    if args.torch is None and (args.input_shape or args.shortcut_weight is not None):
+        raise UsageError("--input-shape and --shortcut-weight apply to --torch only")
+    if args.torch is not None and args.activation:
+        raise UsageError("--activation applies to a preset --net SPEC, not to --torch")
+    spec = args.net if args.torch is None else f"torch:{args.torch}"
     if args.activation:
         if len(args.activation) > 1:
             raise UsageError("give --activation once: a preset network has one activation "
@@ -418,7 +431,12 @@ def shape(args: argparse.Namespace) -> int:
     from kernelshape.solve.options import check_targets
 
     check_targets(args.method, targets)   # before building the network
-    net = load_network(spec)
+    if args.torch is not None:
+        from kernelshape.cli.torch_model import traced_network
+
+        net = traced_network(args.torch, args.input_shape, args.shortcut_weight)
+    else:
+        net = load_network(spec)
     options: dict[str, Any] = {"method": args.method, **targets}
     if args.dps is not None:
         options["dps"] = args.dps
