@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -255,3 +256,74 @@ def test_shaped_residual_network_matches_its_c_map() -> None:
     cos = ((y1 * y2).mean(1) / (y1.pow(2).mean(1) * y2.pow(2).mean(1)).sqrt()).mean()
     want = float(solution.network.cmap(0.5, transforms=solution.transforms))
     assert abs(float(cos) - want) < 0.02, (float(cos), want)
+
+
+class Mish(nn.Module):
+    """An elementwise module kernelshape does not know by name."""
+
+    def forward(self, x):
+        return x * torch.tanh(torch.nn.functional.softplus(x))
+
+
+def test_custom_elementwise_modules_are_declared_as_expressions() -> None:
+    model = nn.Sequential(nn.Linear(16, 512), Mish(), nn.Linear(512, 512), Mish()).double()
+    x = torch.randn(2, 16, dtype=torch.float64)
+    with pytest.raises(ModuleError, match="is not covered by the kernel maps"):
+        network_from_module(model, x)
+    solution = shape_module(model, x, method="dks",
+                            activations={"Mish": "x*tanh(softplus(x))"})
+    assert list(solution.activations) == ["x*tanh(softplus(x))"]
+    shaped = apply_solution(model, solution, activations={"Mish": "x*tanh(softplus(x))"},
+                            generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(4)
+    x1, x2 = _pairs(32, 16, 0.5, gen)
+    with torch.no_grad():
+        y1, y2 = shaped.double()(x1), shaped(x2)
+    assert float(y1.pow(2).mean()) == pytest.approx(1.0, abs=0.1)
+    cos = ((y1 * y2).mean(1) / (y1.pow(2).mean(1) * y2.pow(2).mean(1)).sqrt()).mean()
+    want = float(solution.network.cmap(0.5, transforms=solution.transforms))
+    assert abs(float(cos) - want) < 0.03, (float(cos), want)
+
+
+def test_cli_declares_custom_activations(tmp_path, capsys) -> None:
+    from kernelshape.cli.app import main
+
+    source = tmp_path / "mish_model.py"
+    source.write_text("import torch\nfrom torch import nn\n\n"
+                      "class Mish(nn.Module):\n"
+                      "    def forward(self, x):\n"
+                      "        return x * torch.tanh(nn.functional.softplus(x))\n\n"
+                      "class Net(nn.Module):\n"
+                      "    def __init__(self):\n"
+                      "        super().__init__()\n"
+                      "        self.a, self.b = nn.Linear(8, 32), Mish()\n"
+                      "        self.c = nn.Linear(32, 4)\n\n"
+                      "    def forward(self, x):\n"
+                      "        return self.c(self.b(self.a(x)))\n")
+    argv = ["shape", "--torch", f"{source}:Net", "--input-shape", "8", "--method", "tat"]
+    assert main([*argv, "--torch-activation", "Mish=x*tanh(softplus(x))", "--json"]) == 0
+    assert "x*tanh(softplus(x))" in json.loads(capsys.readouterr().out)["activations"]
+    assert main([*argv, "--torch-activation", "Mish"]) == 2
+    assert "is not NAME=EXPR" in capsys.readouterr().err
+
+
+def test_shaped_convnet_matches_the_per_location_c_map() -> None:
+    """Delta-orthogonal convolutions act on each location alone at initialization, so the
+    per-location cosine after the shaped conv stack follows the network C map."""
+    gen = torch.Generator().manual_seed(5)
+    model = ConvNet(width=512).double()
+    solution = shape_module(model, torch.randn(2, 3, 6, 6, dtype=torch.float64), method="dks")
+    shaped = apply_solution(model, solution, generator=gen).double()
+    a = torch.randn(8, 3, 6, 6, generator=gen, dtype=torch.float64)
+    b = torch.randn(8, 3, 6, 6, generator=gen, dtype=torch.float64)
+    c0 = 0.4
+    # PLN puts every location at q = 1; pairs with per-location cosine c0 after it
+    a = a / a.pow(2).mean(1, keepdim=True).sqrt()
+    b = b - (a * b).sum(1, keepdim=True) / (a * a).sum(1, keepdim=True) * a
+    b = b / b.pow(2).mean(1, keepdim=True).sqrt()
+    x2 = c0 * a + math.sqrt(1 - c0 * c0) * b
+    y1, y2 = _last_hidden(shaped, a), _last_hidden(shaped, x2)
+    cos = ((y1 * y2).mean(1) / (y1.pow(2).mean(1) * y2.pow(2).mean(1)).sqrt()).mean()
+    last = [n.id for n in solution.network.nodes if isinstance(n.layer, Nonlinearity)][-1]
+    want = float(solution.network.cmap(c0, transforms=solution.transforms, node=last))
+    assert abs(float(cos) - want) < 0.03, (float(cos), want)

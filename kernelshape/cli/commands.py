@@ -147,6 +147,9 @@ def register(sub: Any) -> None:
                    help="with --torch: one example's shape, e.g. 3x32x32 or 784")
     p.add_argument("--shortcut-weight", type=real, metavar="W",
                    help="with --torch: rewrite residuals x + f(x) as w*x + sqrt(1-w^2)*f(x)")
+    p.add_argument("--torch-activation", action="append", default=[], metavar="NAME=EXPR",
+                   help="with --torch: an elementwise module class or function NAME the model "
+                        "uses, and the expression in x it computes (repeatable)")
     p.add_argument("--method", required=True, choices=METHODS)
     for name, target in TARGETS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=real,
@@ -418,8 +421,10 @@ def shape(args: argparse.Namespace) -> int:
 
     targets = {k: getattr(args, k) for k in TARGETS if getattr(args, k) is not None}
     output = check_output_path(args.output, "constants document") if args.output else None
-    if args.torch is None and (args.input_shape or args.shortcut_weight is not None):
-        raise UsageError("--input-shape and --shortcut-weight apply to --torch only")
+    if args.torch is None and (args.input_shape or args.shortcut_weight is not None
+                               or args.torch_activation):
+        raise UsageError("--input-shape, --shortcut-weight and --torch-activation apply to "
+                         "--torch only")
     if args.torch is not None and args.activation:
         raise UsageError("--activation applies to a preset --net SPEC, not to --torch")
     spec = args.net if args.torch is None else f"torch:{args.torch}"
@@ -434,7 +439,8 @@ def shape(args: argparse.Namespace) -> int:
     if args.torch is not None:
         from kernelshape.cli.torch_model import traced_network
 
-        net = traced_network(args.torch, args.input_shape, args.shortcut_weight)
+        net = traced_network(args.torch, args.input_shape, args.shortcut_weight,
+                             args.torch_activation)
     else:
         net = load_network(spec)
     options: dict[str, Any] = {"method": args.method, **targets}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 
 from kernelshape.cli.output import UsageError
 from kernelshape.topology import Network
@@ -22,8 +23,20 @@ def _input_shape(text: str | None) -> tuple[int, ...]:
     return dims
 
 
-def traced_network(target: str, input_shape: str | None,
-                   shortcut_weight: float | None) -> Network:
+def _declared(items: Sequence[str]) -> dict[str, str]:
+    """``NAME=EXPR`` items of --torch-activation."""
+    out = {}
+    for item in items:
+        name, sep, expression = item.partition("=")
+        if not sep or not name.strip().isidentifier() or not expression.strip():
+            raise UsageError(f"--torch-activation {item!r} is not NAME=EXPR, e.g. "
+                             "--torch-activation 'Mish=x*tanh(softplus(x))'")
+        out[name.strip()] = expression.strip()
+    return out
+
+
+def traced_network(target: str, input_shape: str | None, shortcut_weight: float | None,
+                   activations: Sequence[str]) -> Network:
     """The network of ``CLASS()`` from ``FILE.py`` (``target = "FILE.py:CLASS"``), traced on a
     batch of two random examples of ``input_shape``. Imports and runs the user's file."""
     path, _, name = target.rpartition(":")
@@ -48,4 +61,4 @@ def traced_network(target: str, input_shape: str | None,
         raise UsageError(f"--torch: {path!r} defines no torch.nn.Module class {name!r}")
     model = cls().eval()
     example = torch.randn(2, *dims, generator=torch.Generator().manual_seed(0))
-    return network_from_module(model, example, shortcut_weight)
+    return network_from_module(model, example, shortcut_weight, _declared(activations))

@@ -89,7 +89,20 @@ def _channels_last(shape: torch.Size) -> tuple[int, ...]:
     return dims if len(dims) <= 1 else dims[1:] + dims[:1]
 
 
-def _activation_of(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> Activation | None:
+def _callable_name(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> str | None:
+    """The class name of a called module or the name of a called function / method."""
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    if node.op in ("call_function", "call_method"):
+        return getattr(node.target, "__name__", str(node.target))
+    return None
+
+
+def _activation_of(node: torch.fx.Node, modules: Mapping[str, nn.Module],
+                   custom: Mapping[str, str]) -> Activation | None:
+    name = _callable_name(node, modules)
+    if name in custom:
+        return activation(custom[name])
     if node.op == "call_module" and type(modules[node.target]) in ACTIVATION_MODULES:
         return ACTIVATION_MODULES[type(modules[node.target])](modules[node.target])
     if node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS:
@@ -151,8 +164,10 @@ def _ancestors(node: torch.fx.Node) -> set[torch.fx.Node]:
 class _Tracer:
     """Walks the fx graph once, producing topology nodes (and the residual rewrites)."""
 
-    def __init__(self, gm: torch.fx.GraphModule, shortcut_weight: float | None) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, shortcut_weight: float | None,
+                 custom: Mapping[str, str]) -> None:
         self.gm = gm
+        self.custom = custom
         self.modules = dict(gm.named_modules())
         self.shortcut_weight = shortcut_weight
         self.ids: dict[torch.fx.Node, str] = {}
@@ -189,7 +204,7 @@ class _Tracer:
         return self.nodes, self.ids[output]
 
     def visit(self, node: torch.fx.Node) -> None:
-        act = _activation_of(node, self.modules)
+        act = _activation_of(node, self.modules, self.custom)
         tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
         if act is not None:
             self.add(node, Nonlinearity(activation=act, key=act.name), tensor_args[:1])
@@ -231,7 +246,9 @@ class _Tracer:
         else:
             raise ModuleError(f"{path} ({type(module).__name__}): not covered by the kernel "
                               "maps (supported: Linear, Conv1d/2d/3d, activations, Flatten, "
-                              "AdaptiveAvgPool(1), LayerNorm, Identity, eval-mode Dropout)")
+                              "AdaptiveAvgPool(1), LayerNorm, Identity, eval-mode Dropout); an "
+                              "elementwise activation can be declared with activations="
+                              f"{{{type(module).__name__!r}: 'expression in x'}}")
 
     def visit_function(self, node: torch.fx.Node, tensors: list[torch.fx.Node]) -> None:
         target = node.target
@@ -255,8 +272,10 @@ class _Tracer:
             channels = tuple(int(o.meta["tensor_meta"].shape[1]) for o in operands)
             self.add(node, ChannelConcat(channels=channels), list(operands))
         else:
-            raise ModuleError(f"{node.name}: the function {getattr(target, '__name__', target)} "
-                              "is not covered by the kernel maps")
+            name = getattr(target, "__name__", str(target))
+            raise ModuleError(f"{node.name}: the function {name} is not covered by the kernel "
+                              f"maps; an elementwise function can be declared with activations="
+                              f"{{{name!r}: 'expression in x'}}")
 
     def visit_method(self, node: torch.fx.Node, tensors: list[torch.fx.Node]) -> None:
         if node.target in ("view", "reshape", "flatten"):
@@ -287,9 +306,27 @@ class _Tracer:
         self.add(node, WeightedSum(weights=weights), [x, y])
 
 
-def _traced(model: nn.Module, example_input: torch.Tensor) -> torch.fx.GraphModule:
+class _LeafTracer(torch.fx.Tracer):
+    """torch.fx's tracer, keeping modules of the declared activation classes as calls."""
+
+    def __init__(self, leaves: frozenset[str]) -> None:
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return type(m).__name__ in self.leaves or super().is_leaf_module(m,
+                                                                        module_qualified_name)
+
+
+def _symbolic_trace(model: nn.Module, leaves: frozenset[str]) -> torch.fx.GraphModule:
+    tracer = _LeafTracer(leaves)
+    return torch.fx.GraphModule(model, tracer.trace(model), type(model).__name__)
+
+
+def _traced(model: nn.Module, example_input: torch.Tensor,
+            leaves: frozenset[str]) -> torch.fx.GraphModule:
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = _symbolic_trace(model, leaves)
     except Exception as exc:  # noqa: BLE001 (torch.fx raises many kinds on untraceable code)
         raise ModuleError(f"torch.fx cannot trace this model ({type(exc).__name__}: {exc}); "
                           "data-dependent control flow is not supported: describe the network "
@@ -299,20 +336,26 @@ def _traced(model: nn.Module, example_input: torch.Tensor) -> torch.fx.GraphModu
 
 
 def network_from_module(model: nn.Module, example_input: torch.Tensor,
-                        shortcut_weight: float | None = None) -> Network:
+                        shortcut_weight: float | None = None,
+                        activations: Mapping[str, str] | None = None) -> Network:
     """The topology ``Network`` of ``model`` (module docstring); ``example_input`` is one
-    batch (its shape sets the input shape)."""
+    batch (its shape sets the input shape). ``activations`` maps the class name of an
+    elementwise module, or the name of an elementwise function, that is not built in to the
+    kernelshape expression it computes (e.g. ``{"Mish": "x*tanh(softplus(x))"}``)."""
     if shortcut_weight is not None and not 0.0 <= shortcut_weight < 1.0:
         raise ValueError(f"shortcut_weight must be in [0, 1), got {shortcut_weight!r}")
-    gm = _traced(model, example_input)
-    nodes, output = _Tracer(gm, shortcut_weight).run()
+    custom = dict(activations or {})
+    gm = _traced(model, example_input, frozenset(custom))
+    nodes, output = _Tracer(gm, shortcut_weight, custom).run()
     return Network(nodes, [output], name=type(model).__name__)
 
 
 def shape_module(model: nn.Module, example_input: torch.Tensor, method: str = "dks",
-                 shortcut_weight: float | None = None, **targets: float) -> Solution:
+                 shortcut_weight: float | None = None,
+                 activations: Mapping[str, str] | None = None, **targets: float) -> Solution:
     """``kernelshape.solve.shape`` on the traced network (``solution.network``)."""
-    return shape(network_from_module(model, example_input, shortcut_weight), method, **targets)
+    net = network_from_module(model, example_input, shortcut_weight, activations)
+    return shape(net, method, **targets)
 
 
 class PerLocationNormalization(nn.Module):
@@ -341,34 +384,35 @@ class ShapedActivation(nn.Module):
         return f"{self.name!r}, " + ", ".join(f"{k}={v!r}" for k, v in self.constants.items())
 
 
-def _torch_activation(act: Activation, transform: Transform) -> Callable:
-    """The base torch function of a traced activation (Leaky ReLU: the solved slope)."""
-    slope = transform.negative_slope if transform.negative_slope is not None else \
-        act.params.get("negative_slope", 0.01)
-    table: dict[str, Callable] = {
-        "tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "swish": F.silu,
-        "softplus": F.softplus, "gelu_exact": F.gelu,
-        "gelu": lambda x: F.gelu(x, approximate="tanh"),
-        "leaky_relu": lambda x: F.leaky_relu(x, float(slope)),
-        "elu": lambda x: F.elu(x, float(act.params.get("alpha", 1.0))),
-    }
-    if act.name not in table:
-        raise ModuleError(f"no torch function for the traced activation {act.name!r}")
-    return table[act.name]
+def _base_callable(node: torch.fx.Node, gm: torch.fx.GraphModule,
+                   transform: Transform) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's own elementwise call at ``node`` as a function of its input (TAT's Leaky
+    ReLU: ``leaky_relu`` with the solved slope instead)."""
+    if transform.negative_slope is not None:
+        slope = float(transform.negative_slope)
+        return lambda x: F.leaky_relu(x, slope)
+    rest, kwargs = node.args[1:], dict(node.kwargs)
+    if node.op == "call_module":
+        return gm.get_submodule(str(node.target))
+    if node.op == "call_method":
+        return lambda x: getattr(x, str(node.target))(*rest, **kwargs)
+    return lambda x: node.target(x, *rest, **kwargs)
 
 
 def apply_solution(model: nn.Module, solution: Solution,
+                   activations: Mapping[str, str] | None = None,
                    generator: torch.Generator | None = None) -> nn.Module:
     """A copy of ``model`` with every traced activation replaced by its shaped form, Linear
     weights SUO and Conv weights Delta-orthogonal (``[out, in, ...]`` layout) with zero biases,
     residual sums rewritten as traced, and a ``PerLocationNormalization`` in front.
 
-    ``solution.network`` is the network ``shape_module`` traced (with the shortcut rewrites).
+    ``solution.network`` is the network ``shape_module`` traced (with the shortcut rewrites);
+    ``activations`` is the mapping given to ``shape_module`` (declared modules stay calls).
     """
     net = solution.network
     if not isinstance(net, Network):
         raise ValueError("the solution records no traced network; use shape_module(...)")
-    gm = torch.fx.symbolic_trace(copy.deepcopy(model))
+    gm = _symbolic_trace(copy.deepcopy(model), frozenset(activations or {}))
     by_name = {node.id: node for node in net.nodes}
     graph = gm.graph
     for node in list(graph.nodes):
@@ -379,7 +423,7 @@ def apply_solution(model: nn.Module, solution: Solution,
             act = layer.resolve() if not isinstance(layer.activation, Activation) else \
                 layer.activation
             transform = solution.transforms[layer.activation_key]
-            module = ShapedActivation(_torch_activation(act, transform), transform, act.name)
+            module = ShapedActivation(_base_callable(node, gm, transform), transform, act.name)
             name = f"shaped_{node.name}"
             gm.add_submodule(name, module)
             with graph.inserting_after(node):
