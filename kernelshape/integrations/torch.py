@@ -162,7 +162,7 @@ def _ancestors(node: torch.fx.Node) -> set[torch.fx.Node]:
 
 
 class _Tracer:
-    """Walks the fx graph once, producing topology nodes (and the residual rewrites)."""
+    """Walks the fx graph once, producing topology nodes (residuals as the rewritten sums)."""
 
     def __init__(self, gm: torch.fx.GraphModule, shortcut_weight: float | None,
                  custom: Mapping[str, str]) -> None:
@@ -172,8 +172,6 @@ class _Tracer:
         self.shortcut_weight = shortcut_weight
         self.ids: dict[torch.fx.Node, str] = {}
         self.nodes: list[Node] = []
-        self.rewrites: dict[str, tuple[float, float]] = {}  # add node name -> weights
-        self.skipped: set[torch.fx.Node] = set()  # constant multiplications folded into sums
 
     def add(self, fx_node: torch.fx.Node, layer: Layer, parents: list[Any]) -> None:
         ids = tuple(self.ids[p] for p in parents)
@@ -252,14 +250,13 @@ class _Tracer:
 
     def visit_function(self, node: torch.fx.Node, tensors: list[torch.fx.Node]) -> None:
         target = node.target
-        if target in (torch.flatten,):
+        if target is torch.flatten:
             self.add(node, Flatten(), tensors[:1])
         elif target in (operator.mul, torch.mul) and len(tensors) == 1:
             if not all(isinstance(u, torch.fx.Node) and u.op == "call_function" and
                        u.target in (operator.add, torch.add) for u in node.users):
                 raise ModuleError(f"{node.name}: a constant multiple is covered only as a term "
                                   "of a normalized sum a*x + b*y")
-            self.skipped.add(node)
             self.ids[node] = self.ids[tensors[0]]
         elif target in (operator.add, torch.add) and len(tensors) == 2:
             self.visit_sum(node)
@@ -302,7 +299,6 @@ class _Tracer:
                               "(this changes the model)")
         shortcut_first = x in _ancestors(y)
         weights = (w, math.sqrt(1 - w * w)) if shortcut_first else (math.sqrt(1 - w * w), w)
-        self.rewrites[node.name] = weights
         self.add(node, WeightedSum(weights=weights), [x, y])
 
 
@@ -420,8 +416,7 @@ def apply_solution(model: nn.Module, solution: Solution,
             continue
         layer = by_name[node.name].layer
         if isinstance(layer, Nonlinearity):
-            act = layer.resolve() if not isinstance(layer.activation, Activation) else \
-                layer.activation
+            act = layer.resolve()
             transform = solution.transforms[layer.activation_key]
             module = ShapedActivation(_base_callable(node, gm, transform), transform, act.name)
             name = f"shaped_{node.name}"

@@ -31,29 +31,17 @@ def leaky_relu_cmap(c: np.ndarray | float, slope: float) -> np.ndarray | float:
 
 
 #: per-layer targets the local solver certifies in float64: DKS slopes C'(1) = xi with
-#: xi - 1 in [1e-5, 1e3] and smooth-TAT curvatures C''(1) in [1e-4, 1e3]. Closer to the linear
+#: xi - 1 in [1e-7, 1e3] and smooth-TAT curvatures C''(1) in [1e-6, 1e3]. Closer to the linear
 #: limit (xi = 1, C''(1) = 0) the shaped activation is linear to within the certificate's
 #: float64 error; far above, no transform in the search box is that nonlinear.
 LOCAL_SLOPE_EXCESS = (1e-7, 1e3)
 LOCAL_CURVATURE = (1e-6, 1e3)
 
 
-def _increasing_root(fn, target: float, lo: float, hi: float) -> float:
-    """Root of the increasing ``fn(v) = target`` on ``[lo, hi]``, or InfeasibleError."""
-    if fn(lo) > target:
-        raise InfeasibleError(f"the network target {target!r} is below its smallest value "
-                              f"{fn(lo)!r}")
-    top = fn(hi)
-    if not top >= target:
-        raise InfeasibleError(f"no local value in [{lo:g}, {hi:g}] reaches the network target "
-                              f"{target!r}")
-    return brentq(lambda v: fn(v) - target, lo, hi, xtol=1e-16, rtol=8.9e-16, maxiter=500)
-
-
 def _local_range(name: str, network: str, fn, low: float, high: float, target: float,
                  offset: float) -> float:
-    """The local value for ``target``, refused with the network range when outside
-    ``[offset + low, offset + high]``."""
+    """The root of the increasing ``fn(v) = target`` on ``[offset + low, offset + high]``,
+    refused with the network range that interval maps to when ``target`` lies outside it."""
     def fn_safe(v: float) -> float:
         with np.errstate(all="ignore"):
             value = float(fn(v))
@@ -65,7 +53,8 @@ def _local_range(name: str, network: str, fn, low: float, high: float, target: f
             f"{network} = {target:.10g} needs a per-layer {name} outside what the solver "
             f"certifies ({offset + low:.10g} to {offset + high:.10g} per layer); for this network "
             f"choose {least:.10g} <= {network} <= {most:.10g}")
-    return _increasing_root(fn_safe, target, offset + low, offset + high)
+    return brentq(lambda v: fn_safe(v) - target, offset + low, offset + high, xtol=1e-16,
+                  rtol=8.9e-16, maxiter=500)
 
 
 def dks_local_slope(net, zeta: float) -> float:
